@@ -1,0 +1,49 @@
+"""vjepa2_ros: an ament_python ROS 2 package that also installs with plain pip."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "vjepa2_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="V-JEPA 2-AC world-model planning for Franka arms, with and without ROS 2",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=["test", "test.*"]),
+    package_data={PACKAGE: ["models/*.json", "models/*.safetensors", "config/*.yaml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/models", glob("models/*.json")),
+    ],
+    install_requires=[
+        "torch>=2.3",          # CPU hosts: the set-up script installs torch==2.13.0 first
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6",
+        "safetensors>=0.4",
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+        # MuJoCo simulation (the Panda model comes from dm-robotics-panda, installed with --no-deps
+        # by scripts/bootstrap.sh because its own dependencies pull dm_control) and franky.
+        "sim": ["mujoco>=3.2", "franky-control>=2.0", "franky-sim>=1.0.4"],
+        "data": ["rosbags>=0.10", "av>=12", "h5py>=3.10", "matplotlib>=3.8"],
+        "gpu": ["onnxruntime-gpu>=1.18"],   # TensorRT comes from NVIDIA's wheels/containers, see README
+    },
+    entry_points={
+        "console_scripts": [
+            "vjepa2-ros = vjepa2_ros.cli:main",
+            "planner_node = vjepa2_ros.nodes.planner_node:main",
+        ],
+    },
+    zip_safe=True,
+)
