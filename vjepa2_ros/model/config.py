@@ -96,6 +96,10 @@ class EncoderConfig:
         return cls(**{**ENCODER_PRESETS["vit_giant_384"], **overrides})
 
     @classmethod
+    def tiny(cls, **overrides: Any) -> "EncoderConfig":
+        return cls(**{**ENCODER_PRESETS["vit_tiny"], **overrides})
+
+    @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "EncoderConfig":
         if name not in ENCODER_PRESETS:
             raise ConfigError(f"unknown encoder preset {name!r}; expected one of {sorted(ENCODER_PRESETS)}")
@@ -111,6 +115,8 @@ ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "vit_huge": dict(embed_dim=1280, depth=32, num_heads=16, mlp_ratio=4.0),
     "vit_giant": dict(embed_dim=1408, depth=40, num_heads=22, mlp_ratio=48 / 11),
     "vit_giant_384": dict(embed_dim=1408, depth=40, num_heads=22, mlp_ratio=48 / 11, img_size=384),
+    # Not released: a tiny encoder for tests, CPU demos and benchmarks (64 px, 4x4 patches).
+    "vit_tiny": dict(embed_dim=64, depth=2, num_heads=4, mlp_ratio=4.0, img_size=64, num_frames=16),
 }
 
 
@@ -167,6 +173,10 @@ class PredictorConfig:
         return cls(**{**PREDICTOR_PRESETS["ac_vit_giant"], **overrides})
 
     @classmethod
+    def tiny(cls, **overrides: Any) -> "PredictorConfig":
+        return cls(**{**PREDICTOR_PRESETS["ac_tiny"], **overrides})
+
+    @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "PredictorConfig":
         if name not in PREDICTOR_PRESETS:
             raise ConfigError(f"unknown predictor preset {name!r}; expected one of {sorted(PREDICTOR_PRESETS)}")
@@ -179,6 +189,9 @@ class PredictorConfig:
 PREDICTOR_PRESETS: dict[str, dict[str, Any]] = {
     "ac_vit_giant": dict(embed_dim=1408, predictor_embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0,
                          img_size=256, num_frames=64, tubelet_size=2, action_embed_dim=7),
+    # Not released: pairs with the vit_tiny encoder (64 px -> 16 tokens per frame, up to 8 steps).
+    "ac_tiny": dict(embed_dim=64, predictor_embed_dim=64, depth=2, num_heads=4, mlp_ratio=4.0,
+                    img_size=64, num_frames=16, tubelet_size=2, action_embed_dim=7),
 }
 
 

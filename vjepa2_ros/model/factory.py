@@ -1,0 +1,38 @@
+"""Build the encoder and predictor from configs, optionally loading weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vjepa2_ros.errors import ConfigError
+from vjepa2_ros.model.checkpoint import load_official_checkpoint
+from vjepa2_ros.model.config import EncoderConfig, PredictorConfig
+from vjepa2_ros.model.encoder import VJEPA2Encoder
+from vjepa2_ros.model.predictor import ACPredictor
+
+
+def build_model(encoder_cfg: EncoderConfig, predictor_cfg: PredictorConfig,
+                checkpoint: str | Path | None = None, encoder_checkpoint: str | Path | None = None,
+                seed: int = 0) -> tuple[VJEPA2Encoder, ACPredictor]:
+    """Encoder and AC predictor, eval mode, float32 on the CPU.
+
+    checkpoint: an AC file (official `.pt` with `encoder` and `predictor`, or our safetensors);
+    encoder_checkpoint: a separate encoder file (default: the AC file's own encoder).
+    Without files the weights are the official random initialisation, seeded.
+    """
+    if predictor_cfg.embed_dim != encoder_cfg.embed_dim:
+        raise ConfigError(f"predictor embed_dim {predictor_cfg.embed_dim} must equal the encoder width "
+                          f"{encoder_cfg.embed_dim}")
+    if predictor_cfg.grid != encoder_cfg.grid():
+        raise ConfigError(f"predictor patch grid {predictor_cfg.grid} must equal the encoder's {encoder_cfg.grid()} "
+                          f"(img_size / patch_size)")
+    torch.manual_seed(seed)
+    encoder, predictor = VJEPA2Encoder(encoder_cfg), ACPredictor(predictor_cfg)
+    enc_file = encoder_checkpoint or checkpoint
+    if enc_file is not None:
+        load_official_checkpoint(enc_file, encoder)
+    if checkpoint is not None:
+        load_official_checkpoint(checkpoint, predictor)
+    return encoder.eval(), predictor.eval()
