@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("vjepa2_ros.replay.run", "offline planner validation on a bag or DROID episode, with a report"),
     "train": ("vjepa2_ros.training.train", "AC post-training of the predictor"),
     "pipeline": ("vjepa2_ros.training.pipeline", "train -> export -> build-engines, skipping up-to-date stages"),
-    "sim record": ("vjepa2_ros.robot.sim_record", "record DROID-layout episodes from the simulated arm"),
+    "sim record": ("vjepa2_ros.data.generate", "record DROID-layout episodes from the simulated arm"),
     "bench model": ("vjepa2_ros.model.bench", "parameters, FLOPs and CPU time of the released model sizes"),
     "bench plan": ("vjepa2_ros.planning.bench", "planning step time vs the notebook-style reference planner"),
     "bench engines": ("vjepa2_ros.engines.bench", "latency of each available runtime vs torch eager"),
