@@ -101,11 +101,11 @@ def describe_encoder(sd: Mapping[str, torch.Tensor]) -> str:
     """Best guess of the encoder size a state dict holds, for error messages."""
     w = sd.get("patch_embed.proj.weight")
     if w is None:
-        return "not a V-JEPA 2 encoder (no patch_embed.proj.weight)"
+        return "neither a V-JEPA 2 encoder nor an AC predictor"
     width = w.shape[0]
     depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
     names = [n for n, p in ENCODER_PRESETS.items() if p["embed_dim"] == width and p["depth"] == depth]
-    return f"{names[0] if names else 'an unknown size'} (width {width}, depth {depth})"
+    return f"the encoder {names[0] if names else 'of unknown size'} (width {width}, depth {depth})"
 
 
 def describe_model(model: nn.Module) -> str:
@@ -128,9 +128,13 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
                   if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
     if not (missing or unexpected or mismatched):
         return
-    found = describe_encoder(sd) if _kind(model) == "encoder" else (
-        f"a predictor with {len(sd)} tensors" if "predictor_embed.weight" in sd else "not an AC predictor")
-    lines = [f"{source} does not fit the model: expected {describe_model(model)}, the file looks like {found}."]
+    if "predictor_embed.weight" in sd:
+        w = sd["predictor_embed.weight"]
+        depth = len({k.split(".")[1] for k in sd if k.startswith("predictor_blocks.")})
+        found = f"an AC predictor (encoder width {w.shape[1]}, predictor width {w.shape[0]}, depth {depth})"
+    else:
+        found = describe_encoder(sd)
+    lines = [f"{source} does not fit the model: expected {describe_model(model)}, the file holds {found}."]
     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch (file vs model)", mismatched)):
         if items:
             lines.append(f"  {len(items)} {label}, first: {', '.join(items[:5])}")
