@@ -36,13 +36,8 @@ def _kind(model: nn.Module) -> str:
                           "expected VJEPA2Encoder or ACPredictor")
 
 
-def read_state_dict(path: str | Path, key: str | None = None, kind: str | None = None) -> dict[str, torch.Tensor]:
-    """Read a `.pt` / `.pth` (weights only) or `.safetensors` file and return one flat state dict.
-
-    key: the sub-dict to take (e.g. "target_encoder"); kind: "encoder" or "predictor", used to
-    choose the sub-dict when `key` is None. A flat file (tensors at the top level) is returned as is.
-    Keys are cleaned of `module.` and `backbone.`.
-    """
+def read_checkpoint(path: str | Path) -> Mapping:
+    """The top-level mapping of a `.pt` / `.pth` (weights only, memory-mapped) or `.safetensors` file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
@@ -55,21 +50,42 @@ def read_state_dict(path: str | Path, key: str | None = None, kind: str | None =
             raise CheckpointError(f"checkpoint {path} is not a readable safetensors file "
                                   f"(truncated or corrupt?): {e}") from None
     else:
+        raw = _torch_load(path)
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"checkpoint {path} holds a {type(raw).__name__}, expected a dict of tensors")
+    return raw
+
+
+def _torch_load(path: Path) -> Mapping:
+    # mmap keeps an 11.7 GB AC file out of RAM until tensors are copied into the model; legacy
+    # (non-zip) files cannot be mapped and are read whole.
+    for mmap in (True, False):
         try:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as e:
             raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain containers; "
                                   f"refusing to unpickle it (weights_only=True). Details: {str(e).splitlines()[0]}") from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+            if mmap and "mmap" in str(e):
+                continue
             raise CheckpointError(f"checkpoint {path} could not be read (truncated or corrupt?): "
                                   f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if not isinstance(raw, Mapping):
-        raise CheckpointError(f"checkpoint {path} holds a {type(raw).__name__}, expected a dict of tensors")
-    sd = _select(raw, path, key, kind)
-    return clean_keys(sd)
+    raise AssertionError("unreachable")
 
 
-def _select(raw: Mapping, path: Path, key: str | None, kind: str | None) -> Mapping:
+def read_state_dict(path: str | Path | Mapping, key: str | None = None, kind: str | None = None,
+                    source: str | None = None) -> dict[str, torch.Tensor]:
+    """One flat state dict from a checkpoint file (or its already-read top-level mapping).
+
+    key: the sub-dict to take (e.g. "target_encoder"); kind: "encoder" or "predictor", used to
+    choose the sub-dict when `key` is None. A flat file (tensors at the top level) is returned as is.
+    Keys are cleaned of `module.` and `backbone.`.
+    """
+    raw = path if isinstance(path, Mapping) else read_checkpoint(path)
+    return clean_keys(_select(raw, source or str(path if not isinstance(path, Mapping) else "checkpoint"), key, kind))
+
+
+def _select(raw: Mapping, path: str, key: str | None, kind: str | None) -> Mapping:
     if key is not None:
         if key not in raw or not isinstance(raw[key], Mapping):
             raise CheckpointError(f"checkpoint {path} has no sub-dict {key!r}; top-level keys: "
@@ -141,14 +157,15 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
     raise CheckpointError("\n".join(lines))
 
 
-def load_official_checkpoint(path: str | Path, model: nn.Module, key: str | None = None) -> nn.Module:
+def load_official_checkpoint(path: str | Path | Mapping, model: nn.Module, key: str | None = None) -> nn.Module:
     """Load an official checkpoint (or our safetensors) into `model` with strict key/shape checks.
 
-    model: a VJEPA2Encoder (takes `encoder`, else `target_encoder`) or an ACPredictor (takes
-    `predictor`); key overrides the sub-dict. Tensors are cast to the model's dtype. Returns model.
+    path: a file, or the mapping `read_checkpoint` returned (to read a large file once for both
+    networks). model: a VJEPA2Encoder (takes `encoder`, else `target_encoder`) or an ACPredictor
+    (takes `predictor`); key overrides the sub-dict. Tensors are cast to the model's dtype. Returns model.
     """
-    kind = _kind(model)
-    sd = read_state_dict(path, key=key, kind=kind)
-    check_state_dict(model, sd, source=f"checkpoint {path}")
+    source = "checkpoint" if isinstance(path, Mapping) else f"checkpoint {path}"
+    sd = read_state_dict(path, key=key, kind=_kind(model), source=source)
+    check_state_dict(model, sd, source=source)
     model.load_state_dict(sd, strict=True)
     return model

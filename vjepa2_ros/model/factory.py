@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from vjepa2_ros.errors import ConfigError
-from vjepa2_ros.model.checkpoint import load_official_checkpoint
+from vjepa2_ros.model.checkpoint import load_official_checkpoint, read_checkpoint
 from vjepa2_ros.model.config import EncoderConfig, PredictorConfig
 from vjepa2_ros.model.encoder import VJEPA2Encoder
 from vjepa2_ros.model.predictor import ACPredictor
@@ -30,9 +30,11 @@ def build_model(encoder_cfg: EncoderConfig, predictor_cfg: PredictorConfig,
                           f"(img_size / patch_size)")
     torch.manual_seed(seed)
     encoder, predictor = VJEPA2Encoder(encoder_cfg), ACPredictor(predictor_cfg)
-    enc_file = encoder_checkpoint or checkpoint
-    if enc_file is not None:
-        load_official_checkpoint(enc_file, encoder)
-    if checkpoint is not None:
-        load_official_checkpoint(checkpoint, predictor)
+    ac = read_checkpoint(checkpoint) if checkpoint is not None else None      # read a large file once
+    if encoder_checkpoint is not None:
+        load_official_checkpoint(encoder_checkpoint, encoder)
+    elif ac is not None:
+        load_official_checkpoint(ac, encoder)
+    if ac is not None:
+        load_official_checkpoint(ac, predictor)
     return encoder.eval(), predictor.eval()
