@@ -20,6 +20,7 @@ RELEASED = ("vit_large", "vit_huge", "vit_giant", "vit_giant_384")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (median reported)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--samples", default="1,64,800", help="comma-separated sample counts for the predictor step")
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -64,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
         image = torch.randn(1, 3, enc_cfg.img_size, enc_cfg.img_size)
         t = median_time_s(lambda: enc(image), args.repeats)
         print(f"{'encoder, 1 frame':<34}{t * 1e3:>10.2f}{encoder_flops(enc_cfg) / t / 1e9:>10.2f}")
-        for samples in (1, 64, 800):
+        for samples in (int(v) for v in args.samples.split(",")):
             z = torch.randn(samples, n, enc_cfg.embed_dim)
             a = torch.zeros(samples, 1, 7)
             t = median_time_s(lambda: pred(z, a, a), max(3, args.repeats // (1 + samples // 64)))
