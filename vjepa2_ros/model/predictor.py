@@ -111,7 +111,8 @@ class ACPredictor(nn.Module):
         T = self.check_inputs(z, actions, states)
         x = self._embed(z, actions, states)                                        # B, T*(2+n), pd
         rope = self._rope(0, T, x.dtype, x.device)
-        mask = block_causal_mask(T, COND_TOKENS + self.cfg.tokens_per_frame, x.device)
+        # One step attends fully; no mask lets SDPA pick its fused kernels (the planner's horizon 1).
+        mask = None if T == 1 else block_causal_mask(T, COND_TOKENS + self.cfg.tokens_per_frame, x.device)
         for block in self.predictor_blocks:
             x, _ = block(x, rope, mask)
         return self._head(x, T)
