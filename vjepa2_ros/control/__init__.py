@@ -1,0 +1,10 @@
+"""The ROS-free control loop: observations in, safe joint commands out, at control rate.
+
+`load_config` reads the stack's one YAML schema; `ControlLoop` runs planner + interpolation +
+safety on any robot backend, in real time (threads) or stepped simulated time.
+"""
+
+from vjepa2_ros.control.config import ControlConfig, ModelConfig, StackConfig, load_config
+from vjepa2_ros.control.state import LoopState, StateMachine
+
+__all__ = ["ControlConfig", "LoopState", "ModelConfig", "StackConfig", "StateMachine", "load_config"]
