@@ -1,0 +1,184 @@
+"""Training runs on small real recordings: DROID-layout episodes and rosbag2 bags written to disk
+and read back by the real readers, a tiny model, a few steps."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from vjepa2_ros.data.bags import write_episode_bag
+from vjepa2_ros.data.droid import write_droid_episode
+from vjepa2_ros.data.episode import make_example_episode
+from vjepa2_ros.errors import ConfigError, DataError
+from vjepa2_ros.model import ACPredictor, load_official_checkpoint
+from vjepa2_ros.training.config import TrainConfig
+from vjepa2_ros.training.dataset import GlobalBatchSampler
+from vjepa2_ros.training.schedule import wsd_lr
+from vjepa2_ros.training.train import train
+
+
+def write_droid(root: Path, count: int, steps: int = 16) -> Path:
+    for i in range(count):
+        write_droid_episode(root / f"ep{i:02d}", make_example_episode(steps=steps, seed=i))
+    return root
+
+
+def tiny_config(out_dir: Path, droid: Path | None = None, **changes) -> TrainConfig:
+    base = dict(droid=(str(droid),) if droid else (), encoder={"preset": "vit_tiny"}, predictor={"preset": "ac_tiny"},
+                steps=6, batch_size=4, lr=1e-3, lr_start=1e-4, warmup_steps=2, anneal_steps=0, log_every=1,
+                ckpt_every=100, out_dir=str(out_dir), tensorboard=False, seed=0)
+    return TrainConfig(**{**base, **changes})
+
+
+def losses(result) -> np.ndarray:
+    return np.array([r["loss"] for r in result.rows])
+
+
+@pytest.fixture(scope="module")
+def droid_root(tmp_path_factory) -> Path:
+    return write_droid(tmp_path_factory.mktemp("droid"), 4)
+
+
+def test_loss_falls_by_30_percent(droid_root, tmp_path):
+    cfg = tiny_config(tmp_path, droid_root, steps=30, warmup_steps=3, anneal_steps=3)
+    result = train(cfg, progress=False)
+    loss = losses(result)
+    assert len(loss) == 30 and np.all(np.isfinite(loss))
+    assert loss[-5:].mean() <= 0.7 * loss[:3].mean(), loss
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))
+    assert float(rows[-1]["loss"]) == pytest.approx(loss[-1])
+    report = json.loads((tmp_path / "data_report.json").read_text())
+    assert len(report["used"]) == 4 and report["skipped"] == [] and report["clips"] == 4 * (16 - 8 + 1)
+
+
+def test_cached_latents_train_like_online(droid_root, tmp_path):
+    online = train(tiny_config(tmp_path / "online", droid_root, steps=5), progress=False)
+    cfg = tiny_config(tmp_path / "cached", droid_root, steps=5, cache_latents=True, cache_dtype="float32")
+    cached = train(cfg, progress=False)
+    np.testing.assert_allclose(losses(cached), losses(online), atol=1e-4)
+    cache = cfg.cache_path()
+    latents = np.load(cache / "000000.latents.npy", mmap_mode="r")
+    assert isinstance(latents, np.memmap) and latents.shape == (16, 16, 64)
+    index_mtime = (cache / "index.json").stat().st_mtime_ns
+    again = train(dataclasses.replace(cfg, out_dir=str(tmp_path / "again")), progress=False)
+    assert (cache / "index.json").stat().st_mtime_ns == index_mtime          # reused, not rebuilt
+    np.testing.assert_allclose(losses(again), losses(cached), atol=1e-6)
+
+
+def test_resume_continues_with_identical_losses(droid_root, tmp_path):
+    full = train(tiny_config(tmp_path / "full", droid_root, steps=6), progress=False)
+    first = train(tiny_config(tmp_path / "split", droid_root, steps=3), progress=False)
+    rest = train(tiny_config(tmp_path / "split", droid_root, steps=6, init_from="resume"), progress=False)
+    assert rest.start_step == 3
+    np.testing.assert_array_equal(np.concatenate([losses(first), losses(rest)]), losses(full))
+    with open(tmp_path / "split" / "log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
+    # the weights file loads into a predictor with the official loader (what export uses)
+    pred = load_official_checkpoint(tmp_path / "split" / "predictor.safetensors", ACPredictor(
+        tiny_config(tmp_path).predictor_config()))
+    assert pred.predictor_embed.weight.shape == (64, 64)
+
+
+def test_bad_episode_and_bag_are_skipped_and_named(tmp_path):
+    root = write_droid(tmp_path / "droid", 3)
+    (root / "ep01" / "trajectory.h5").write_bytes(b"not hdf5 at all")
+    bags = tmp_path / "bags"
+    for i in range(2):
+        write_episode_bag(bags / f"bag{i}", make_example_episode(steps=12, seed=10 + i))
+    mcap = next((bags / "bag1").glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[:300])                              # truncated recording
+    cfg = tiny_config(tmp_path / "run", root, steps=2, bags=(str(bags),))
+    train(cfg, progress=False)
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    skipped = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == {"ep01", "bag1"}, report
+    assert "trajectory.h5" in skipped["ep01"] and "bag" in skipped["bag1"]
+    assert len(report["used"]) == 3 and report["clips"] == 2 * 9 + 5
+
+
+def test_all_bad_data_stops_with_a_clear_error(tmp_path, capsys):
+    root = write_droid(tmp_path / "droid", 2)
+    for ep in ("ep00", "ep01"):
+        (root / ep / "trajectory.h5").write_bytes(b"\0" * 64)
+    cfg_path = tmp_path / "train.yaml"
+    cfg_path.write_text(yaml.safe_dump({**{k: v for k, v in dataclasses.asdict(tiny_config(tmp_path / "run", root)).items()
+                                           if k in ("encoder", "predictor", "steps", "warmup_steps", "anneal_steps",
+                                                    "out_dir", "tensorboard")}, "droid": [str(root)]}))
+    from vjepa2_ros.cli import main
+    assert main(["train", str(cfg_path), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "no usable training clips" in err and "2 of 2 episodes skipped" in err and "ep00" in err
+
+
+def test_too_short_episodes_are_counted(tmp_path):
+    root = write_droid(tmp_path / "droid", 1, steps=5)                      # 5 steps < 8 clip frames
+    with pytest.raises(DataError, match="too short: 5 model steps"):
+        train(tiny_config(tmp_path / "run", root), progress=False)
+
+
+def test_global_batches_split_exactly_across_ranks():
+    one = list(GlobalBatchSampler(50, 8, 1, 0, seed=3, start_step=0, steps=9))
+    r0 = list(GlobalBatchSampler(50, 4, 2, 0, seed=3, start_step=0, steps=9))
+    r1 = list(GlobalBatchSampler(50, 4, 2, 1, seed=3, start_step=0, steps=9))
+    assert [a + b for a, b in zip(r0, r1)] == one
+    assert list(GlobalBatchSampler(50, 8, 1, 0, seed=3, start_step=4, steps=9)) == one[4:]
+    assert sorted(sum(one[:6], [])) == sorted(set(sum(one[:6], [])))      # 6 batches of 8 = one epoch, no repeats
+    with pytest.raises(DataError, match="fewer than one global batch"):
+        GlobalBatchSampler(7, 4, 2, 0, 0, 0, 1)
+
+
+def test_wsd_schedule():
+    kw = dict(steps=100, lr=1.0, lr_start=0.1, lr_final=0.0, warmup_steps=10, anneal_steps=20)
+    assert wsd_lr(0, **kw) == pytest.approx(0.1)
+    assert wsd_lr(5, **kw) == pytest.approx(0.55)
+    assert wsd_lr(10, **kw) == wsd_lr(79, **kw) == 1.0
+    assert wsd_lr(90, **kw) == pytest.approx(0.5)
+    assert wsd_lr(100, **kw) == pytest.approx(0.0)
+
+
+def test_official_defaults_and_validation(tmp_path):
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.lr_start, cfg.warmup_steps, cfg.anneal_steps, cfg.steps) == (4.25e-4, 7.5e-5, 4500, 4500, 94500)
+    assert (cfg.weight_decay, cfg.betas, cfg.batch_size, cfg.clip_frames, cfg.auto_steps) == (0.04, (0.9, 0.999), 8, 8, 2)
+    assert cfg.crop_size == 256 and cfg.crop == "inference"
+    with pytest.raises(ConfigError, match="unknown fields"):
+        TrainConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(ConfigError, match="crop must be one of"):
+        TrainConfig(crop="random")
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        TrainConfig(steps=10)
+    with pytest.raises(ConfigError, match="init_from"):
+        TrainConfig(init_from=str(tmp_path / "missing.safetensors"))
+    with pytest.raises(ConfigError, match="does not fit the encoder"):
+        TrainConfig(encoder={"preset": "vit_tiny"})
+
+
+def test_weight_decay_only_on_matrices():
+    from vjepa2_ros.training.train import param_groups
+    pred = ACPredictor(tiny_config(Path(".")).predictor_config())
+    decay, no_decay = param_groups(pred, 0.04)
+    assert decay["weight_decay"] == 0.04 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    n_decay = sum(1 for n, p in pred.named_parameters() if p.ndim >= 2)
+    assert len(decay["params"]) == n_decay
+
+
+def test_activation_checkpointing_gives_the_same_gradients(droid_root, tmp_path):
+    plain = train(tiny_config(tmp_path / "a", droid_root, steps=3), progress=False)
+    ckpt = train(tiny_config(tmp_path / "b", droid_root, steps=3, activation_checkpointing=True), progress=False)
+    np.testing.assert_allclose(losses(ckpt), losses(plain), atol=1e-6)
+    a = load_official_checkpoint(tmp_path / "a" / "predictor.safetensors", ACPredictor(
+        tiny_config(tmp_path).predictor_config()))
+    b = load_official_checkpoint(tmp_path / "b" / "predictor.safetensors", ACPredictor(
+        tiny_config(tmp_path).predictor_config()))
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5, msg=name)

@@ -1,0 +1,182 @@
+"""The training configuration: one frozen dataclass, read from YAML and validated.
+
+Defaults are the official AC post-training recipe (spec c): AdamW (0.9, 0.999, 1e-8), weight
+decay 0.04 on >=2-D weights, warmup 4,500 steps from 7.5e-5 to 4.25e-4, constant, linear anneal
+to 0 over the last 4,500 of 94,500 steps, 8 clips of 8 frames per process, 2 rollout steps,
+bf16 autocast, seed 239. Paths are taken relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vjepa2_ros.errors import ConfigError
+from vjepa2_ros.model.config import EncoderConfig, PredictorConfig
+
+CROP_MODES = ("inference", "droid_train")
+DEVICES = ("auto", "cpu", "cuda")
+CACHE_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # -- data ----------------------------------------------------------------------------------
+    droid: tuple[str, ...] = ()           # DROID raw roots (scanned) or list files (one episode dir a line)
+    bags: tuple[str, ...] = ()            # rosbag2 bag directories recorded at the station
+    droid_camera: str = "left"            # DROID exterior view: "left" or "right" (metadata *_mp4_path)
+    bag_camera_topic: str = "/camera/image_raw"          # Image (or CompressedImage at .../compressed)
+    bag_joint_states_topic: str = "/franka/joint_states"  # 7 arm joints -> forward kinematics -> flange pose
+    bag_arm: str = "panda"                # kinematics: "panda" | "fr3"
+    clip_frames: int = 8                  # frames per training clip (official dataset_fpcs 8)
+    step_s: float = 0.25                  # seconds between clip frames (4 Hz; see spec i on the time base)
+    # "inference": the planner's centre square crop, so the predictor is trained on exactly the
+    # latents it plans with; "droid_train": the official training crop (H x 1.35H, squashed).
+    crop: str = "inference"
+    roi: tuple[int, int, int, int] | None = None   # (x, y, width, height) camera crop applied first
+    # -- model ---------------------------------------------------------------------------------
+    encoder: dict[str, Any] = field(default_factory=lambda: {"preset": "vit_giant"})
+    predictor: dict[str, Any] = field(default_factory=lambda: {"preset": "ac_vit_giant"})
+    encoder_checkpoint: str | None = None # frozen encoder weights (vitg.pt / the AC file); None = random
+    init_from: str = "scratch"            # "scratch" (official init), "resume" (out_dir checkpoint) or a
+                                          # predictor checkpoint to fine-tune (official AC .pt or safetensors)
+    # -- optimisation --------------------------------------------------------------------------
+    steps: int = 94_500                   # optimiser steps in total
+    batch_size: int = 8                   # clips per process per step (global = batch_size * world size)
+    lr: float = 4.25e-4                   # peak learning rate
+    lr_start: float = 7.5e-5              # learning rate at step 0
+    lr_final: float = 0.0                 # learning rate after the anneal
+    warmup_steps: int = 4_500
+    anneal_steps: int = 4_500
+    weight_decay: float = 0.04            # on >= 2-D weights only
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float | None = None        # max global grad norm; None = off (the official recipe does not clip)
+    auto_steps: int = 2                   # rollout steps in the loss
+    bf16: bool = True                     # bf16 autocast on CUDA (ignored on CPU)
+    activation_checkpointing: bool = False
+    # -- data pipeline -------------------------------------------------------------------------
+    cache_latents: bool = False           # encode every frame once (frozen encoder), train on memory-mapped latents
+    cache_dir: str | None = None          # default: <out_dir>/latents
+    cache_dtype: str = "float16"          # latents on disk
+    num_workers: int = 0                  # DataLoader worker processes
+    # -- run -----------------------------------------------------------------------------------
+    out_dir: str = "runs/train"
+    seed: int = 239
+    device: str = "auto"                  # "auto" = cuda when available
+    log_every: int = 10                   # steps between CSV/TensorBoard rows
+    ckpt_every: int = 1000                # steps between checkpoints (and one at the end)
+    tensorboard: bool = True              # needs the `tensorboard` package; skipped with a note if absent
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, minimum: int = 1) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+                raise ConfigError(f"train config: {name} must be an int >= {minimum}, got {v!r}")
+
+        for name in ("clip_frames", "steps", "batch_size", "log_every", "ckpt_every", "auto_steps"):
+            positive_int(name, 2 if name == "clip_frames" else 1)
+        for name in ("warmup_steps", "anneal_steps", "num_workers", "seed"):
+            positive_int(name, 0)
+        if self.auto_steps > self.clip_frames - 1:
+            raise ConfigError(f"train config: auto_steps must be in 1..clip_frames-1 = {self.clip_frames - 1}, "
+                              f"got {self.auto_steps}")
+        if self.warmup_steps + self.anneal_steps > self.steps:
+            raise ConfigError(f"train config: warmup_steps + anneal_steps ({self.warmup_steps} + {self.anneal_steps}) "
+                              f"must not exceed steps ({self.steps})")
+        for name in ("step_s", "lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"train config: {name} must be a positive number, got {v!r}")
+        for name in ("lr_start", "lr_final", "weight_decay", "eps"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ConfigError(f"train config: {name} must be a number >= 0, got {v!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train config: betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"train config: grad_clip must be > 0 or null (off), got {self.grad_clip!r}")
+        for name, allowed in (("crop", CROP_MODES), ("device", DEVICES), ("cache_dtype", CACHE_DTYPES),
+                              ("droid_camera", ("left", "right")), ("bag_arm", ("panda", "fr3"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"train config: {name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.init_from not in ("scratch", "resume") and not Path(self.init_from).is_file():
+            raise ConfigError(f"train config: init_from must be 'scratch', 'resume' or an existing checkpoint "
+                              f"file, got {self.init_from!r}")
+        if self.encoder_checkpoint is not None and not Path(self.encoder_checkpoint).is_file():
+            raise ConfigError(f"train config: encoder_checkpoint {self.encoder_checkpoint!r} is not a file")
+        if self.roi is not None and (len(self.roi) != 4 or any(int(v) != v or v < 0 for v in self.roi)):
+            raise ConfigError(f"train config: roi must be (x, y, width, height) integers >= 0, got {self.roi!r}")
+        enc, pred = self.encoder_config(), self.predictor_config()
+        if pred.embed_dim != enc.embed_dim or pred.grid != enc.grid():
+            raise ConfigError(f"train config: predictor (embed_dim {pred.embed_dim}, grid {pred.grid}) does not fit "
+                              f"the encoder (embed_dim {enc.embed_dim}, grid {enc.grid()})")
+        if self.clip_frames > pred.max_steps:
+            raise ConfigError(f"train config: clip_frames {self.clip_frames} exceeds the predictor's "
+                              f"{pred.max_steps} steps (num_frames // tubelet_size)")
+
+    # -- derived -------------------------------------------------------------------------------
+    def encoder_config(self) -> EncoderConfig:
+        return _model_config(EncoderConfig, self.encoder, "encoder")
+
+    def predictor_config(self) -> PredictorConfig:
+        return _model_config(PredictorConfig, self.predictor, "predictor")
+
+    @property
+    def crop_size(self) -> int:
+        h, w = self.encoder_config().grid()
+        if h != w:
+            raise ConfigError(f"train config: the encoder img_size must be square for training crops, got grid {h}x{w}")
+        return h * self.encoder_config().patch_size
+
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(self.out_dir) / "latents"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"train config must be a mapping of fields, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"train config: unknown fields {unknown}; expected a subset of {sorted(names)}")
+        d = dict(d)
+        for name in ("droid", "bags", "betas", "roi"):
+            if isinstance(d.get(name), str):
+                d[name] = (d[name],)
+            if isinstance(d.get(name), list):
+                d[name] = tuple(d[name])
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        import yaml
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"train config {path} does not exist")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"train config {path} is not valid YAML: {e}") from None
+        return cls.from_dict(d)
+
+
+def _model_config(cls: type, d: dict[str, Any], kind: str) -> Any:
+    """{"preset": name, **overrides} or a full field dict -> EncoderConfig / PredictorConfig."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"train config: {kind} must be a mapping like {{preset: ..., field: value}}, got {d!r}")
+    d = dict(d)
+    preset = d.pop("preset", None)
+    if isinstance(d.get("img_size"), list):
+        d["img_size"] = tuple(d["img_size"])
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"train config: unknown {kind} fields {unknown}; expected 'preset' and a subset of {sorted(names)}")
+    return cls.from_preset(preset, **d) if preset is not None else cls(**d)
