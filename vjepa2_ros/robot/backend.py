@@ -9,6 +9,7 @@ to pace; the caller owns timing.
 from __future__ import annotations
 
 import importlib
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -89,6 +90,10 @@ class RobotBackend(ABC):
     # --- state ------------------------------------------------------------------------------
     @abstractmethod
     def read_state(self) -> RobotState: ...
+
+    def now_s(self) -> float:
+        """The clock of RobotState.stamp_s and CameraFrame.stamp_s (for freshness checks)."""
+        return time.monotonic()
 
     # --- commands -----------------------------------------------------------------------------
     def send_joint_target(self, q: np.ndarray) -> np.ndarray:
