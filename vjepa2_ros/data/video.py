@@ -95,6 +95,17 @@ def write_frames(path: str | Path, frames: np.ndarray, fps: float = 15.0, codec:
         container.mux(stream.encode())
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """"HEIGHTxWIDTH" -> (height, width)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"size must be HEIGHTxWIDTH, e.g. 180x320, got {text!r}") from None
+    if h < 2 or w < 2:
+        raise ConfigError(f"size {text!r} must be at least 2x2")
+    return h, w
+
+
 def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise DataError(f"{path}: video file not found")
