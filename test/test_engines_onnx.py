@@ -204,7 +204,7 @@ def test_missing_files_steps_and_precision_are_clear_errors(engine_dir, runtime,
         open_runtime(runtime_cfg(engine_dir, precision="float16"))
     with pytest.raises(EngineError, match="does not exist"):
         open_runtime(runtime_cfg(tmp_path / "nowhere"))
-    with pytest.raises(EngineError, match=r"no predictor graph for T=2 .* T in \[1, 3\]"):
+    with pytest.raises(EngineError, match=r"no predictor for T=2 .* T in \[1, 3\]"):
         runtime.predict(torch.zeros(1, 32, 64), torch.zeros(1, 2, 7), torch.zeros(1, 2, 7))
     with pytest.raises(ConfigError, match="input actions must be"):
         runtime.predict(torch.zeros(1, 48, 64), torch.zeros(1, 3, 6), torch.zeros(1, 3, 7))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -172,3 +172,13 @@ def load_artifacts(cfg: RuntimeConfig, fmt: str, tools: dict[str, str] | None = 
                           f"does not fit the encoder (width {encoder_cfg.embed_dim}, grid {encoder_cfg.grid()}); "
                           f"re-export both with `{command}`")
     return Artifacts(encoder, predictors, encoder_cfg, predictor_cfg, manifests)
+
+
+def pick_predictor(graphs: dict[int, Any], z: torch.Tensor, tokens_per_frame: int, fmt: str) -> Any:
+    """The fixed-T graph or engine for z [S, T*n, D], or an EngineError listing the T available."""
+    steps = z.shape[1] // tokens_per_frame if isinstance(z, torch.Tensor) and z.dim() == 3 else None
+    if steps not in graphs:
+        raise EngineError(f"no predictor for T={steps} steps (z {tuple(getattr(z, 'shape', ()))}, {tokens_per_frame} "
+                          f"tokens per frame); this engine directory has T in {sorted(graphs)}. Make more with "
+                          f"`vjepa2-ros export --steps ...`{' then `vjepa2-ros build-engines`' if fmt == 'tensorrt' else ''}")
+    return graphs[steps]

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vjepa2_ros.engines.factory import RuntimeConfig, load_artifacts
+from vjepa2_ros.engines.factory import RuntimeConfig, load_artifacts, pick_predictor
 from vjepa2_ros.engines.manifest import Manifest, TensorSpec
 from vjepa2_ros.engines.runtime import Runtime
 from vjepa2_ros.errors import ConfigError, EngineError
@@ -128,13 +128,7 @@ class OrtRuntime(Runtime):
         return self.encoder.run(images)
 
     def predict(self, z: torch.Tensor, actions: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        n = self.predictor_cfg.tokens_per_frame
-        steps = z.shape[1] // n if isinstance(z, torch.Tensor) and z.dim() == 3 else None
-        graph = self.predictors.get(steps)
-        if graph is None:
-            raise EngineError(f"no predictor graph for T={steps} steps (z {tuple(getattr(z, 'shape', ()))}, "
-                              f"{n} tokens per frame); this engine directory has T in {sorted(self.predictors)}. "
-                              f"Export more with `vjepa2-ros export --steps ...`")
+        graph = pick_predictor(self.predictors, z, self.predictor_cfg.tokens_per_frame, "onnx")
         return graph.run(z, actions, states)
 
     def release(self) -> None:
