@@ -26,6 +26,7 @@ from vjepa2_ros.planning.timing import StageTimer
 
 BOUNDS = ("l1", "box")
 XYZ, ROT, GRIP = (0, 1, 2), (3, 4, 5), 6
+ENERGY_CHUNK = 128   # samples per energy reduction
 
 
 class PredictsNext(Protocol):
@@ -188,6 +189,12 @@ def initial_distribution(cfg: CEMConfig, device: torch.device | str = "cpu"
     return mean, std
 
 
+def warm_start_mean(prev_mean: torch.Tensor) -> torch.Tensor:
+    """The previous plan's sampling mean [H, P] shifted one step: step h+1 becomes step h and the
+    last step is repeated (at horizon 1 the previous action itself)."""
+    return torch.cat([prev_mean[1:], prev_mean[-1:]])
+
+
 def _momenta(cfg: CEMConfig, device: torch.device) -> tuple[torch.Tensor, ...]:
     """(new-mean, old-mean, new-std, old-std) weights per planned dim, each [P] float32.
 
@@ -230,7 +237,8 @@ def run_cem(world_model: Any, z_context: torch.Tensor, s_context: torch.Tensor, 
             actions = _to_actions(u.transpose(0, 1), cfg)                            # S, H, 7
         z_final = rollout_final(world_model, z_context, s_context, actions, timer)  # S, N, D
         with timer.stage("select"):
-            e = energy(z_final.to(z_goal.dtype), z_goal)                             # S
+            # In the goal's dtype (float32), a chunk at a time: bf16 latents are not copied whole.
+            e = torch.cat([energy(c.to(z_goal.dtype), z_goal) for c in z_final.split(ENERGY_CHUNK)])   # S
             if not bool(torch.isfinite(e).all()):
                 raise PlanningError(f"world model produced non-finite energies in CEM iteration {it} "
                                     f"({int((~torch.isfinite(e)).sum())} of {S} samples)")
