@@ -1,0 +1,159 @@
+"""`vjepa2-ros pipeline CONFIG`: train -> export (ONNX + manifests) -> build-engines, in one command.
+
+Each stage is skipped when its outputs are newer than its inputs and their manifests match:
+- train: out_dir/checkpoint.safetensors reached `steps` with the same config and is newer than
+  the config's data, encoder checkpoint and init checkpoint. A checkpoint of the same config
+  that stopped early is resumed; one of another config is retrained from the start.
+- export: every graph exists, its files match their manifest, the manifest names the trained
+  weights (sha256), the model config, precision and steps, and it is newer than the weights.
+- build-engines: skipped, saying why, on hosts without TensorRT or a GPU; otherwise an engine is
+  rebuilt when it is missing or was built from another ONNX graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vjepa2_ros.errors import CheckpointError, EngineError
+from vjepa2_ros.model.checkpoint import load_official_checkpoint
+from vjepa2_ros.model.encoder import VJEPA2Encoder
+from vjepa2_ros.model.predictor import ACPredictor
+from vjepa2_ros.training.config import TrainConfig
+from vjepa2_ros.training.train import CHECKPOINT, WEIGHTS, config_from_args, train
+
+# Fields that do not change what a finished run produced.
+RUN_ONLY_FIELDS = ("out_dir", "log_every", "ckpt_every", "num_workers", "tensorboard", "init_from", "cache_dir")
+
+
+def _newest_input_ns(cfg: TrainConfig) -> int:
+    """Latest modification time (ns) of anything the training run reads."""
+    paths: list[Path] = [Path(p) for p in (*cfg.droid, *cfg.bags)]
+    paths += [Path(p) for p in (cfg.encoder_checkpoint, cfg.init_from) if p and p not in ("scratch", "resume")]
+    newest = 0
+    for p in paths:
+        for f in ([p] + list(p.rglob("*")) if p.is_dir() else [p]):
+            if f.exists():
+                newest = max(newest, f.stat().st_mtime_ns)
+    return newest
+
+
+def _run_fields(d: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps({k: v for k, v in d.items() if k not in RUN_ONLY_FIELDS}))
+
+
+def train_stage(cfg: TrainConfig, progress: bool) -> str:
+    """Train, resume or skip; returns what it did."""
+    from safetensors import safe_open
+    ckpt = Path(cfg.out_dir) / CHECKPOINT
+    if ckpt.is_file():
+        with safe_open(str(ckpt), "pt") as f:
+            meta = f.metadata() or {}
+        same = _run_fields(json.loads(meta.get("config", "{}"))) == _run_fields(cfg.to_dict())
+        fresh = ckpt.stat().st_mtime_ns > _newest_input_ns(cfg)
+        if same and fresh and int(meta.get("step", -1)) >= cfg.steps:
+            return f"train: up to date ({ckpt}, step {meta['step']})"
+        if same and fresh:
+            train(dataclasses.replace(cfg, init_from="resume"), progress=progress)
+            return f"train: resumed from step {meta['step']} to {cfg.steps}"
+        why = "the config changed" if not same else "its data or checkpoints are newer"
+        print(f"pipeline: {ckpt} is out of date ({why}); training again from {cfg.init_from}")
+    train(cfg, progress=progress)
+    return f"train: trained {cfg.steps} steps"
+
+
+def export_stage(cfg: TrainConfig, engine_dir: Path, precision: str, steps: tuple[int, ...], rebuild: str) -> str:
+    from vjepa2_ros.engines.manifest import Expected, check_manifest, io_specs, read_manifest, weights_id
+    from vjepa2_ros.engines.onnx_export import ExportConfig, export_onnx
+    from vjepa2_ros.engines.manifest import artifact_name
+
+    weights = Path(cfg.out_dir) / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} does not exist: the train stage did not finish")
+    export_cfg = ExportConfig(precision=precision, steps=steps)
+    enc_cfg, pred_cfg = cfg.encoder_config(), cfg.predictor_config()
+    pred_id = weights_id(weights)
+    enc_id = weights_id(cfg.encoder_checkpoint, seed=cfg.seed)
+    wanted = [("encoder", None, enc_cfg, enc_id)] + [("predictor", t, pred_cfg, pred_id) for t in steps]
+    stale = []
+    for network, t, model_cfg, wid in wanted:
+        path = engine_dir / artifact_name(network, precision, t, "onnx")
+        if not path.is_file():
+            stale.append(f"{path.name} is missing")
+            continue
+        try:
+            manifest = read_manifest(path)
+            check_manifest(manifest, Expected(network, model_cfg.to_dict(), wid, precision, t,
+                                              *io_specs(network, model_cfg, precision, t)), path)
+        except EngineError as e:
+            stale.append(f"{path.name}: {str(e).splitlines()[0]}")
+            continue
+        if path.stat().st_mtime_ns < weights.stat().st_mtime_ns:
+            stale.append(f"{path.name} is older than {weights.name}")
+    if not stale:
+        return f"export: up to date ({len(wanted)} graphs in {engine_dir})"
+    print("pipeline: exporting because " + "; ".join(stale))
+    torch.manual_seed(cfg.seed)                         # the same random encoder train built when no file is given
+    encoder = VJEPA2Encoder(enc_cfg)
+    if cfg.encoder_checkpoint is not None:
+        load_official_checkpoint(cfg.encoder_checkpoint, encoder)
+    predictor = load_official_checkpoint(weights, ACPredictor(pred_cfg, init=False))
+    paths = export_onnx(encoder.eval(), predictor.eval(), engine_dir, export_cfg, pred_id, encoder_weights=enc_id,
+                        rebuild=rebuild, progress=True)
+    return f"export: wrote {len(paths)} graphs to {engine_dir}"
+
+
+def build_stage(engine_dir: Path, precision: str, steps: tuple[int, ...], samples: tuple[int, int, int],
+                batch: tuple[int, int, int], rebuild: str) -> str:
+    from vjepa2_ros.engines.manifest import artifact_name, read_manifest
+    from vjepa2_ros.engines.trt_build import BuildConfig, build_engine, import_tensorrt
+    try:
+        import_tensorrt()
+    except EngineError as e:
+        return f"build-engines: skipped, {e}"
+    build_cfg = BuildConfig(samples=samples, batch=batch)
+    built, kept = [], []
+    for network, t in [("encoder", None)] + [("predictor", t) for t in steps]:
+        onnx_path = engine_dir / artifact_name(network, precision, t, "onnx")
+        engine = engine_dir / artifact_name(network, precision, t, "tensorrt")
+        try:
+            m = read_manifest(engine)
+            source_sha = read_manifest(onnx_path).files[onnx_path.name]["sha256"]
+            up_to_date = (m.source or {}).get("sha256") == source_sha and \
+                tuple(m.inputs[0].profile or ()) == (batch if network == "encoder" else samples)
+        except EngineError:
+            up_to_date = False
+        if up_to_date:
+            kept.append(engine.name)
+        else:
+            built.append(build_engine(onnx_path, build_cfg, rebuild=rebuild).name)
+    return f"build-engines: built {built or 'none'}, up to date {kept or 'none'}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vjepa2_ros.training.train import add_arguments as train_arguments
+    train_arguments(parser)
+    parser.add_argument("--engine-dir", help="where ONNX graphs and engines go (default: <out_dir>/engines)")
+    parser.add_argument("--precision", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--predictor-steps", type=int, nargs="+", default=[1, 2],
+                        help="predictor graphs to export, one per number of time steps T")
+    parser.add_argument("--samples", type=int, nargs=3, default=[1, 256, 800], metavar=("MIN", "OPT", "MAX"),
+                        help="TensorRT profile of the predictor's samples axis")
+    parser.add_argument("--batch", type=int, nargs=3, default=[1, 1, 8], metavar=("MIN", "OPT", "MAX"),
+                        help="TensorRT profile of the encoder's batch axis")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    engine_dir = Path(args.engine_dir) if args.engine_dir else Path(cfg.out_dir) / "engines"
+    steps = tuple(args.predictor_steps)
+    rebuild = f"vjepa2-ros pipeline {args.config}" + (f" --out-dir {args.out_dir}" if args.out_dir else "")
+    print(train_stage(cfg, progress=not args.no_progress))
+    print(export_stage(cfg, engine_dir, args.precision, steps, rebuild))
+    print(build_stage(engine_dir, args.precision, steps, tuple(args.samples), tuple(args.batch), rebuild))
+    return 0
