@@ -31,7 +31,7 @@ def provider_chain(provider: str, device: torch.device, cache_dir: Path) -> list
     options = {
         "tensorrt": {"device_id": index, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
                      "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir)},
-        "cuda": {"device_id": index},
+        "cuda": {"device_id": index, "use_tf32": 0},      # float32 graphs compute in float32, as torch does
         "cpu": {},
     }
     return [(PROVIDER_NAMES[p], options[p]) for p in FALLBACK_ORDER[FALLBACK_ORDER.index(provider):]]

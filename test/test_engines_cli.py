@@ -1,0 +1,71 @@
+"""The `export`, `build-engines` and `bench engines` commands, run for real on the tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+
+import pytest
+import torch
+
+from vjepa2_ros.cli import main as cli
+from vjepa2_ros.engines.bench import BenchConfig, run, table
+from vjepa2_ros.engines.factory import RuntimeConfig, open_runtime
+from vjepa2_ros.engines.manifest import read_manifest, sha256_file
+from vjepa2_ros.errors import EngineError
+from vjepa2_ros.model import EncoderConfig, PredictorConfig, build_model
+
+
+def test_export_writes_graphs_whose_manifest_command_rebuilds_them(tmp_path, capsys):
+    out = tmp_path / "engines"
+    assert cli(["export", "--random", "--encoder", "vit_tiny", "--predictor", "ac_tiny", "--out", str(out),
+                "--steps", "1", "2"]) == 0
+    assert "exported   3 graphs" in capsys.readouterr().out
+    graphs = sorted(out.glob("*.onnx"))
+    assert [p.name for p in graphs] == ["encoder-float32.onnx", "predictor-T1-float32.onnx", "predictor-T2-float32.onnx"]
+    digests = {p.name: sha256_file(p) for p in graphs}
+    manifest = read_manifest(out / "predictor-T2-float32.onnx")
+    assert manifest.weights == "random:seed=0"
+    words = shlex.split(manifest.rebuild)
+    assert words[:2] == ["vjepa2-ros", "export"]
+    for p in graphs:
+        p.unlink()
+    assert cli(words[1:]) == 0                                           # the stored command, run again
+    assert {p.name: sha256_file(p) for p in sorted(out.glob("*.onnx"))} == digests
+
+    # The graphs compute the seeded random model.
+    encoder, predictor = build_model(EncoderConfig.tiny(), PredictorConfig.tiny(), seed=0)
+    rt = open_runtime(RuntimeConfig(kind="onnxruntime", engine_dir=str(out), encoder_cfg=EncoderConfig.tiny()))
+    z, a, s = torch.randn(5, 32, 64), torch.randn(5, 2, 7), torch.randn(5, 2, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(rt.predict(z, a, s), predictor(z, a, s), atol=1e-4, rtol=0)
+
+
+def test_export_needs_weights_or_an_explicit_random(tmp_path, capsys):
+    assert cli(["export", "--out", str(tmp_path)]) == 1
+    assert "give --checkpoint" in capsys.readouterr().err
+
+
+needs_no_trt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")
+
+
+@needs_no_trt
+def test_without_tensorrt_the_error_says_how_to_install_it(tmp_path, capsys):
+    assert cli(["build-engines", "--engine-dir", str(tmp_path)]) == 1
+    assert "TensorRT is not installed: install it on a GPU host" in capsys.readouterr().err
+    with pytest.raises(EngineError, match="pip install tensorrt"):
+        open_runtime(RuntimeConfig(kind="tensorrt", device="cuda", engine_dir=str(tmp_path)))
+
+
+def test_bench_measures_each_available_runtime_against_torch_eager():
+    cfg = BenchConfig(samples=(1, 8), repeats=2, warmup=1)
+    messages = []
+    rows = run(cfg, progress=messages.append)
+    by = {(r.runtime, r.call): r for r in rows}
+    calls = ["encode B=1", "predict S=1 T=1", "predict S=8 T=1"]
+    assert all(by[("torch", c)].speedup == pytest.approx(1.0) for c in calls)
+    assert all(by[("onnxruntime", c)].median_ms > 0 and by[("onnxruntime", c)].speedup > 0 for c in calls)
+    if not torch.cuda.is_available():
+        assert any(m.startswith("skipped    tensorrt") for m in messages)
+    text = table(rows, cfg)
+    assert "vs torch eager" in text and "onnxruntime      predict S=8 T=1" in text
