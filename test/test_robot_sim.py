@@ -119,3 +119,18 @@ def test_config_validation():
         SimConfig(camera_width=8)
     with pytest.raises(ConfigError, match="q_home"):
         SimConfig(q_home=(0.0,) * 7)                       # joint 4 must be negative on a Panda
+
+
+def test_camera_renders_from_any_thread():
+    """A GL context is current in one thread; the sim renders in its own, so callers may be any thread."""
+    import threading
+    with SimBackend(SimConfig(real_time=True)) as b:
+        camera = b.camera()
+        frames = []
+        worker = threading.Thread(target=lambda: frames.append(camera.read_latest()))
+        worker.start()
+        worker.join()
+        time.sleep(0.05)
+        frames.append(camera.read_latest())
+        assert all(f.image.shape == (256, 256, 3) for f in frames)
+        assert frames[1].stamp_s > frames[0].stamp_s

@@ -19,6 +19,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import threading  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -151,7 +152,12 @@ class PandaSim:
         self._cube_qpos = m.jnt_qposadr[m.joint("cube").id]
         self._arm_ctrl = np.array([m.actuator(f"arm{i}").id for i in range(1, 8)])
         self._hand_ctrl = m.actuator("hand/panda_hand_actuator").id
-        self._renderer = mujoco.Renderer(m, cfg.camera_height, cfg.camera_width) if cfg.render else None
+        # A GL context is current in one thread only: one thread owns the renderer and does all
+        # rendering, so any caller thread (ROS executor threads, the real-time loop) may render.
+        self._gl_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="panda-sim-gl") if cfg.render else None
+        self._renderer = None
+        if self._gl_thread is not None:
+            self._renderer = self._gl_thread.submit(mujoco.Renderer, m, cfg.camera_height, cfg.camera_width).result()
         self._light0 = (m.light_pos[0].copy(), m.light_diffuse[0].copy())
         self.reset()
 
@@ -187,7 +193,10 @@ class PandaSim:
     def render(self) -> np.ndarray:
         """The exterior camera's view, uint8 [H, W, 3] RGB."""
         if self._renderer is None:
-            raise ConfigError("this PandaSim was built with render=False")
+            raise ConfigError("this PandaSim was built with render=False (or is closed)")
+        return self._gl_thread.submit(self._render).result()
+
+    def _render(self) -> np.ndarray:
         self._renderer.update_scene(self.data, camera="exterior")
         return self._renderer.render()
 
@@ -221,8 +230,9 @@ class PandaSim:
 
     def close(self) -> None:
         if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+            self._gl_thread.submit(self._renderer.close).result()
+            self._gl_thread.shutdown()
+            self._renderer = self._gl_thread = None
 
 
 class SimBackend(RobotBackend):
