@@ -134,3 +134,23 @@ def test_camera_renders_from_any_thread():
         frames.append(camera.read_latest())
         assert all(f.image.shape == (256, 256, 3) for f in frames)
         assert frames[1].stamp_s > frames[0].stamp_s
+
+
+def test_hand_grasps_and_lifts_the_cube():
+    with SimBackend(SimConfig(render=False)) as b:
+        cube = b.sim.object_position()
+        R_down = b.kinematics.fk(b.read_state().q, "tcp")[:3, :3]
+
+        def move_tcp(p: np.ndarray) -> None:
+            ik = b.kinematics.ik_position(p, b.read_state().q, "tcp", rotation=R_down)
+            assert ik.success
+            b.send_joint_target(ik.q)
+            b.advance(1.0)
+
+        move_tcp(cube + [0.0, 0.0, 0.12])
+        move_tcp(cube)
+        b.set_gripper(1.0)
+        b.advance(1.0)
+        assert 0.2 < b.read_state().gripper < 0.5               # stopped by the 5 cm cube, not closed
+        move_tcp(cube + [0.0, 0.0, 0.15])
+        assert b.sim.object_position()[2] > cube[2] + 0.12      # the cube came up with the hand
