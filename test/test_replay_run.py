@@ -1,0 +1,95 @@
+"""Replay end to end on a simulated DROID episode and on its bag, with a tiny random model."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vjepa2_ros import cli
+from vjepa2_ros.data.bags import write_episode_bag
+from vjepa2_ros.data.droid import read_droid_episode
+from vjepa2_ros.data.generate import generate_episodes
+from vjepa2_ros.errors import DataError
+from vjepa2_ros.planning.cem import CEMConfig
+from vjepa2_ros.planning.world_model import WorldModel
+from vjepa2_ros.replay.run import ReplayConfig, replay_episode
+
+SMALL_CEM = ["--samples", "16", "--topk", "4", "--iterations", "2"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two threads spin against each other on a shared 2-core host."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def episode_dir(tmp_path_factory):
+    return generate_episodes(tmp_path_factory.mktemp("sim"), count=1, steps=12, seed=11)[0]
+
+
+def _numbers(v):
+    if isinstance(v, dict):
+        return [x for k, y in v.items() if k not in ("config", "cem", "model", "episode_meta") for x in _numbers(y)]
+    if isinstance(v, list):
+        return [x for y in v for x in _numbers(y)]
+    return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else []
+
+
+def test_replay_droid_episode_writes_a_complete_report(episode_dir, tmp_path):
+    out = tmp_path / "report"
+    argv = ["replay", str(episode_dir), "--tiny", "--out", str(out), "--landscape-steps", "0", "2",
+            "--compare-step-s", "0.5", "1.0"] + SMALL_CEM
+    assert cli.main(argv) == 0
+    assert {p.name for p in out.iterdir()} == {"report.md", "metrics.csv", "summary.json", "prediction_error.png",
+                                                 "actions.png", "energy.png", "landscape_step_0000.png",
+                                                 "landscape_step_0002.png"}
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 12 - 4 and [int(r["step"]) for r in rows] == list(range(8))    # goal 4 steps ahead
+    for r in rows:
+        for key in ("pred_err_h1", "pred_err_h3", "copy_err_h3", "error_cm", "energy_planned", "energy_recorded",
+                    "energy_zero", "plan_time_s", "sign_x"):
+            assert math.isfinite(float(r[key])), key
+        assert abs(float(r["planned_dx"])) <= 0.075 + 1e-9
+    summary = json.loads((out / "summary.json").read_text())
+    numbers = _numbers(summary)
+    assert len(numbers) > 40 and all(x is not None and math.isfinite(x) for x in numbers)
+    assert summary["steps"] == 8 and summary["step_s"] == 0.25
+    assert [c["step_s"] for c in summary["step_comparison"]] == [0.25, 0.5, 1.0]
+    page = (out / "report.md").read_text()
+    assert "![landscape_step_0002.png](landscape_step_0002.png)" in page and "n/a" not in page.split("## Plots")[0]
+
+
+def test_replay_matches_recorded_actions_and_states(episode_dir):
+    episode = read_droid_episode(episode_dir, step_s=0.5)
+    cfg = ReplayConfig(step_s=0.5, goal_offset=2, horizon=1, landscape_steps=())
+    result = replay_episode(episode, WorldModel.tiny(seed=1), CEMConfig(samples=8, topk=2, iterations=1), cfg)
+    actions = episode.actions()
+    assert len(result.rows) == len(episode) - 2
+    for r in result.rows:
+        np.testing.assert_allclose([r["recorded_dx"], r["recorded_dy"], r["recorded_dz"]], actions[r["step"], :3])
+        assert r["goal_step"] == r["step"] + 2 and r["stamp_s"] == episode.stamps_s[r["step"]]
+    assert result.landscapes == {}
+
+
+def test_replay_bag_and_its_errors(episode_dir, tmp_path, capsys):
+    bag = write_episode_bag(tmp_path / "bag", read_droid_episode(episode_dir, step_s=None))
+    out = tmp_path / "report"
+    assert cli.main(["replay", str(bag), "--tiny", "--out", str(out), "--max-steps", "2", "--landscape-steps"]
+                    + SMALL_CEM) == 0
+    assert len(list(csv.DictReader(open(out / "metrics.csv")))) == 2
+    assert cli.main(["replay", str(bag), "--tiny", "--camera-topic", "/wrist/image"] + SMALL_CEM) == 1
+    assert "no topic '/wrist/image'" in capsys.readouterr().err
+    assert cli.main(["replay", str(tmp_path), "--tiny"]) == 1
+    assert "neither a DROID episode folder" in capsys.readouterr().err
+    short = read_droid_episode(episode_dir, step_s=1.0)
+    with pytest.raises(DataError, match="too few to look 4 steps ahead"):
+        replay_episode(short, WorldModel.tiny(), CEMConfig(samples=8, topk=2, iterations=1))

@@ -1,0 +1,1 @@
+"""Offline validation of the world model and planner on recorded episodes: metrics, plots, report."""
