@@ -78,29 +78,38 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int, cuda: bool) -
     return 1e3 * statistics.median(times)
 
 
-def _open(name: str, cfg: BenchConfig, encoder_cfg: EncoderConfig, predictor_cfg: PredictorConfig,
-          workdir: Path) -> Runtime:
-    """Open one runtime on the seeded random weights (exporting / building first where needed)."""
+def open_bench_runtime(name: str, cfg: BenchConfig, workdir: Path) -> Runtime:
+    """Open one runtime on the seeded random weights, exporting / building into `workdir` first.
+
+    Files whose manifest is already there are reused, so an interrupted run continues where it stopped.
+    """
+    encoder_cfg, predictor_cfg = EncoderConfig.from_preset(cfg.encoder), PredictorConfig.from_preset(cfg.predictor)
     base = dict(device=cfg.device, precision=cfg.precision)
     if name.startswith("torch"):
         return open_runtime(RuntimeConfig(kind="torch", encoder_cfg=encoder_cfg, predictor_cfg=predictor_cfg,
                                           compile=name == "torch-compile", cuda_graphs=name == "torch-cudagraph",
                                           **base))
+    from vjepa2_ros.engines.manifest import artifact_name, manifest_path
     from vjepa2_ros.engines.onnx_export import ExportConfig, export_onnx
     from vjepa2_ros.model.factory import build_model
-    if not any(workdir.glob(f"*-{cfg.precision}.onnx")):
+    names = [artifact_name("encoder", cfg.precision, None, "onnx"),
+             artifact_name("predictor", cfg.precision, cfg.steps, "onnx")]
+    if not all(manifest_path(workdir / n).is_file() for n in names):
         export_onnx(*build_model(encoder_cfg, predictor_cfg), workdir,
                     ExportConfig(precision=cfg.precision, steps=(cfg.steps,)), "random:seed=0")
     if name == "tensorrt":
-        from vjepa2_ros.engines.trt_build import BuildConfig, build_engine
+        from vjepa2_ros.engines.trt_build import BuildConfig, build_engine, import_tensorrt
+        import_tensorrt()
         s = sorted(cfg.samples)
         build = BuildConfig(samples=(s[0], s[len(s) // 2], s[-1]), batch=(1, 1, 1))
-        for graph in sorted(workdir.glob(f"*-{cfg.precision}.onnx")):
-            build_engine(graph, build, cfg.device)
+        for n in names:
+            if not manifest_path(workdir / n.replace(".onnx", ".engine")).is_file():
+                build_engine(workdir / n, build, cfg.device)
     return open_runtime(RuntimeConfig(kind=name, engine_dir=str(workdir), **base))
 
 
-def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> list[Row]:
+def run(cfg: BenchConfig, progress: Callable[[str], None] = print, workdir: Path | None = None) -> list[Row]:
+    """Measure every runtime of `cfg`; ONNX / TensorRT files go to `workdir` (default: a temporary one)."""
     encoder_cfg, predictor_cfg = EncoderConfig.from_preset(cfg.encoder), PredictorConfig.from_preset(cfg.predictor)
     if cfg.steps > predictor_cfg.max_steps:
         raise ConfigError(f"steps {cfg.steps} exceeds the predictor's {predictor_cfg.max_steps}")
@@ -121,7 +130,7 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] = print) -> list[Row]:
         for name in ("torch",) + tuple(r for r in cfg.runtimes if r != "torch"):
             try:
                 progress(f"opening    {name}")
-                runtime = _open(name, cfg, encoder_cfg, predictor_cfg, Path(tmp))
+                runtime = open_bench_runtime(name, cfg, Path(workdir or tmp))
             except (Vjepa2RosError, ImportError) as e:
                 progress(f"skipped    {name}: {str(e).splitlines()[0]}")
                 continue
