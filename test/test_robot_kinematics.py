@@ -34,6 +34,25 @@ def test_fk_matches_mujoco_panda_bodies():
         np.testing.assert_allclose(kin.fk(q, "flange"), fr[7], atol=1e-12)
 
 
+def test_fk_matches_franky_sim_fr3_bodies():
+    franky_sim = pytest.importorskip("franky_sim")
+    spec = mujoco.MjSpec.from_file(str(Path(franky_sim.__file__).parent / "assets" / "fr3.xml"))
+    spec.meshdir = str(Path(franky_sim.__file__).parent / "assets" / "meshes")
+    model = spec.compile()
+    data = mujoco.MjData(model)
+    kin = Kinematics(FR3)
+    qadr = [model.jnt_qposadr[model.joint(f"fr3_joint{i}").id] for i in range(1, 8)]
+    for q in random_q(np.random.default_rng(7), FR3, n=10):
+        data.qpos[qadr] = q
+        mujoco.mj_kinematics(model, data)
+        frames = kin._frames(q)
+        for i in range(7):
+            assert np.abs(data.xpos[model.body(f"fr3_link{i + 1}").id] - frames[i, :3, 3]).max() <= 1e-6
+        hand = model.body("hand").id                            # at the flange, rotated like the TCP
+        assert np.abs(data.xpos[hand] - kin.fk(q, "flange")[:3, 3]).max() <= 1e-6
+        assert np.abs(data.xmat[hand].reshape(3, 3) - kin.fk(q, "tcp")[:3, :3]).max() <= 1e-6
+
+
 def test_fk_tcp_matches_sim_scene_site():
     sim_mod = pytest.importorskip("vjepa2_ros.robot.sim")
     sim = sim_mod.PandaSim(sim_mod.SimConfig(render=False))

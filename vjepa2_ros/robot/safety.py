@@ -3,7 +3,10 @@
 Pure functions over numpy arrays, no robot I/O. `check_*` raise `SafetyError` naming what was
 violated, the limit and the value; the caller then holds position and reports the reason.
 `limit_step` and `stop_step` shape the streamed command (one call per control tick) so that
-position, velocity and acceleration limits all hold together.
+position, velocity and acceleration limits all hold together. The workspace box is checked on
+every target a backend receives (`RobotBackend.send_joint_target` calls `check_joint_target`),
+streamed commands included; the per-action steps are checked by the control loop, which knows
+where a model action starts.
 """
 
 from __future__ import annotations
