@@ -113,3 +113,20 @@ def test_writer_refuses_to_overwrite(tmp_path, episode):
     bag = write_episode_bag(tmp_path / "bag", episode)
     with pytest.raises(DataError, match="cannot create the bag"):
         write_episode_bag(bag, episode)
+
+
+def test_convert_several_droid_episodes_into_a_folder_of_bags(tmp_path, episode):
+    from vjepa2_ros import cli
+    from vjepa2_ros.data.droid import read_droid_episode, write_droid_episode
+    for name in ("a", "b"):
+        write_droid_episode(tmp_path / "droid" / name, episode)
+    listing = tmp_path / "list.txt"
+    listing.write_text("droid/a\ndroid/b\n")
+    assert cli.main(["convert", "droid", str(listing), "--out", str(tmp_path / "bags"), "--storage", "sqlite3",
+                     "--arm", "panda", "--size", "16x24"]) == 0
+    assert sorted(p.name for p in (tmp_path / "bags").iterdir()) == ["a", "b"]
+    back = read_bag_episode(tmp_path / "bags" / "b")
+    droid = read_droid_episode(tmp_path / "droid" / "b", step_s=None, size=(16, 24))
+    assert back.frames.shape == (10, 16, 24, 3)
+    np.testing.assert_array_equal(back.frames, droid.frames)
+    np.testing.assert_allclose(back.states, droid.states, atol=1e-12)

@@ -115,3 +115,19 @@ def test_find_episodes_in_tree_and_list_file(tmp_path, episode):
     listing.write_text("lab/nowhere\n")
     with pytest.raises(DataError, match=r"episodes.csv:1: .*nowhere is not a DROID episode folder"):
         find_droid_episodes(listing)
+
+
+def test_container_rate_is_ignored_and_bad_camera_stamps_fall_back(folder, episode):
+    import av
+    with av.open(str(folder / "recordings/MP4/20000001.mp4")) as c:
+        assert float(c.streams.video[0].average_rate) == 60.0                # like DROID: 60 fps for 15 Hz content
+    with h5py.File(folder / "trajectory.h5", "a") as f:
+        f["observation/timestamp/cameras/20000001_estimated_capture"][3] = 0  # a dropped camera stamp
+        f["observation/timestamp/control/step_start"][...] += 7
+    ep = read_droid_episode(folder, step_s=None)
+    assert ep.meta["stamps"] == "observation/timestamp/control/step_start"
+    np.testing.assert_allclose(ep.stamps_s, episode.stamps_s + 0.007)
+    with h5py.File(folder / "trajectory.h5", "a") as f:
+        f["observation/timestamp/control/step_start"][5] = 1
+    with pytest.raises(DataError, match=r"trajectory.h5: datasets .* must hold 20 positive, non-decreasing times"):
+        read_droid_episode(folder)

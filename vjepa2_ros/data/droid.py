@@ -180,16 +180,24 @@ def _read_trajectory(h5_path: Path, serial: str) -> tuple[np.ndarray, np.ndarray
         cart = dataset(CARTESIAN, (6,))
         grip = dataset(GRIPPER, ())
         joints = dataset(JOINTS, (7,)) if JOINTS in f else None
-        stamp_key = camera_capture_key(serial) if camera_capture_key(serial) in f else STEP_START
-        stamps_ms = dataset(stamp_key, ())
-    T = cart.shape[0]
-    for key, value in ((GRIPPER, grip), (stamp_key, stamps_ms)) + (((JOINTS, joints),) if joints is not None else ()):
+        T = cart.shape[0]
+        # The camera's capture times when they are usable, else the control loop's step starts.
+        candidates = [k for k in (camera_capture_key(serial), STEP_START) if k in f]
+        if not candidates:
+            raise DataError(f"{h5_path}: missing dataset {STEP_START!r} (and {camera_capture_key(serial)!r}); "
+                            f"rows need timestamps")
+        for stamp_key in candidates:
+            stamps_ms = dataset(stamp_key, ())
+            if stamps_ms.shape[0] == T and np.all(np.isfinite(stamps_ms)) and np.all(stamps_ms > 0) \
+                    and np.all(np.diff(stamps_ms) >= 0):
+                break
+        else:
+            raise DataError(f"{h5_path}: datasets {candidates} must hold {T} positive, non-decreasing times (ms)")
+    for key, value in ((GRIPPER, grip),) + (((JOINTS, joints),) if joints is not None else ()):
         if value.shape[0] != T:
             raise DataError(f"{h5_path}: dataset {key!r} has {value.shape[0]} rows, {CARTESIAN!r} has {T}")
     if T < 1:
         raise DataError(f"{h5_path}: the trajectory has no rows")
-    if not np.all(np.isfinite(stamps_ms)) or np.any(np.diff(stamps_ms) < 0):
-        raise DataError(f"{h5_path}: dataset {stamp_key!r} must hold non-decreasing times (ms)")
     states = np.concatenate([cart, grip[:, None]], axis=1)
     return states, joints, stamps_ms / 1000.0, stamp_key
 
