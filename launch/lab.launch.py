@@ -87,8 +87,6 @@ def planner_actions(context):
     parameters.update({key: arg[name] for name, key in SCHEMA_PARAMETERS.items() if arg.get(name)})
     if _as_bool("dry_run", arg.get("dry_run", "false")):
         parameters["control.dry_run"] = True
-    if interface == "franky":
-        parameters["control.backend"] = "franky"
 
     camera = arg.get("camera_topic", "/camera/camera/color/image_raw")
     remappings = [("camera/image", camera), ("camera/image/compressed", f"{camera}/compressed"),

@@ -96,7 +96,7 @@ class PlannerNode(Node):
         self._last_diag_s = 0.0
         self._lifecycle = "unconfigured"                    # for diagnostics and service answers
         self._base_frame = ""
-        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._subscriptions_: list = []
         self._publishers_: dict[str, Any] = {}
         self._gripper_client: ActionClient | None = None
@@ -189,14 +189,14 @@ class PlannerNode(Node):
             return TransitionCallbackReturn.FAILURE
         ret = super().on_activate(state)                     # lifecycle publishers on before the first tick
         self._lifecycle = "active"
-        with self._lock:
+        with self._start_lock:
             self._start_pending = True
         if not self._start_if_ready():                       # never run on an arm or a scene not yet seen
             self.get_logger().info("active: the control loop starts with the first joint state and camera frame")
         return ret
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        with self._lock:
+        with self._start_lock:
             self._start_pending = False
         self._loop.stop()                                    # hold, brake, stop the threads
         self._lifecycle = "inactive"
@@ -289,7 +289,7 @@ class PlannerNode(Node):
 
     def _release(self) -> None:
         """Stop the loop (hold), disconnect the arm, free the model and the ROS entities."""
-        with self._lock:
+        with self._start_lock:
             self._start_pending = False
         self._lifecycle = "unconfigured"
         loop, backend, planner = self._loop, self._backend, self._planner
@@ -344,7 +344,7 @@ class PlannerNode(Node):
 
     def _start_if_ready(self) -> bool:
         """Start the control loop once active with a joint state and a camera frame; True if running."""
-        with self._lock:
+        with self._start_lock:
             if not self._start_pending:
                 return False
             if not getattr(self._backend, "has_state", True) or self._camera.read_latest() is None:
@@ -385,7 +385,7 @@ class PlannerNode(Node):
     def _require_loop(self) -> str | None:
         if self._loop is None:
             return (f"the node is not configured (lifecycle state {self._lifecycle}); "
-                    f"run: ros2 lifecycle set /{self.get_name()} configure")
+                    f"run: ros2 lifecycle set {self.get_fully_qualified_name()} configure")
         return None
 
     def _capture_goal(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -491,7 +491,7 @@ class PlannerNode(Node):
     def _publish_diagnostics(self) -> None:
         """One DiagnosticStatus: lifecycle and loop state with its reason, latency, data ages, runtime."""
         self._last_diag_s = time.monotonic()
-        status = DiagnosticStatus(name=f"{self.get_name()}: planner", hardware_id=self.get_name())
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: planner", hardware_id=self.get_name())
         values = {"lifecycle": self._lifecycle}
         loop = self._loop
         level, message = DiagnosticStatus.OK, "not configured"
