@@ -131,3 +131,9 @@ def test_container_rate_is_ignored_and_bad_camera_stamps_fall_back(folder, episo
         f["observation/timestamp/control/step_start"][5] = 1
     with pytest.raises(DataError, match=r"trajectory.h5: datasets .* must hold 20 positive, non-decreasing times"):
         read_droid_episode(folder)
+
+
+def test_read_frames_counts_every_frame(folder):
+    with pytest.raises(DataError, match="holds 20 video frames, expected 18"):
+        read_frames(folder / "recordings/MP4/20000001.mp4", expected_count=18)
+    assert read_frames(folder / "recordings/MP4/20000001.mp4", rows=np.array([2, 2, 19])).shape == (3, 48, 64, 3)

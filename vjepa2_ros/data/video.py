@@ -46,31 +46,39 @@ def read_frames(path: str | Path, rows: np.ndarray | None = None, half: str = "f
     wanted = None if rows is None else np.asarray(rows, dtype=np.int64)
     if wanted is not None and wanted.size and (np.any(np.diff(wanted) < 0) or wanted[0] < 0):
         raise ConfigError(f"rows to read from {path} must be ascending and non-negative")
-    out: list[np.ndarray] = []
-    count = 0
+    n_out = wanted.size if wanted is not None else expected_count      # known: fill one array, no stacking copy
+    out: np.ndarray | list[np.ndarray] | None = None if n_out is not None else []
+    filled = count = 0
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"            # frame-parallel decoding
-        next_pos = 0
         try:
             for frame in container.decode(stream):
                 take = 1 if wanted is None else 0
-                while wanted is not None and next_pos < wanted.size and wanted[next_pos] == count:
+                while wanted is not None and filled + take < wanted.size and wanted[filled + take] == count:
                     take += 1                  # a row may be asked for twice (resampling repeats)
-                    next_pos += 1
-                if take:
-                    rgb = _to_rgb(frame, half, size)
-                    out.extend([rgb] * take)
                 count += 1
+                if not take:
+                    continue
+                rgb = _to_rgb(frame, half, size)
+                if isinstance(out, list):
+                    out.append(rgb)
+                    continue
+                if out is None:
+                    out = np.empty((n_out, *rgb.shape), dtype=np.uint8)
+                if filled + take > n_out:
+                    continue                   # more frames than expected: keep counting, fail below
+                out[filled:filled + take] = rgb
+                filled += take
         except av.error.FFmpegError as e:
             raise DataError(f"{path}: video decode failed after {count} frames ({e}); the file is damaged") from None
     if expected_count is not None and count != expected_count:
         raise DataError(f"{path}: holds {count} video frames, expected {expected_count}")
-    if wanted is not None and next_pos < wanted.size:
-        raise DataError(f"{path}: holds {count} video frames, but frame {int(wanted[next_pos])} was asked for")
-    if not out:
+    if wanted is not None and filled < wanted.size:
+        raise DataError(f"{path}: holds {count} video frames, but frame {int(wanted[filled])} was asked for")
+    if out is None or len(out) == 0:
         raise DataError(f"{path}: no video frames decoded")
-    return np.stack(out)
+    return np.stack(out) if isinstance(out, list) else out
 
 
 def write_frames(path: str | Path, frames: np.ndarray, fps: float = 15.0, codec: str = "libx264",
