@@ -22,7 +22,7 @@ ENC_CFG = EncoderConfig(img_size=64, num_frames=4, embed_dim=64, depth=2, num_he
 PRED_CFG = PredictorConfig(img_size=64, num_frames=8, embed_dim=64, predictor_embed_dim=64, depth=2, num_heads=4)
 AC_FILE = FIXTURES / "ac_predictor_tiny_weights.safetensors"
 ENC_FILE = FIXTURES / "encoder_tiny_weights.safetensors"
-STEPS = (1, 3)
+STEPS = (1, 2, 3)                # the planner's non-cached rollout of H=3 needs T = 1, 2, 3
 
 
 def runtime_cfg(engine_dir: Path, **overrides) -> RuntimeConfig:
@@ -39,7 +39,7 @@ def models():
 @pytest.fixture(scope="module")
 def engine_dir(models, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("engines")
-    export_onnx(*models, out, ExportConfig(steps=STEPS), weights_id(AC_FILE), weights_id(ENC_FILE))
+    export_onnx(*models, out, ExportConfig(steps=STEPS, step_graphs=True), weights_id(AC_FILE), weights_id(ENC_FILE))
     return out
 
 
@@ -59,7 +59,10 @@ def test_exported_graphs_pass_the_checker_and_onnxruntime_reads_their_ir(engine_
     import onnx
     import onnxruntime as ort
     names = sorted(p.name for p in engine_dir.glob("*.onnx"))
-    assert names == ["encoder-float32.onnx", "predictor-T1-float32.onnx", "predictor-T3-float32.onnx"]
+    assert names == ["encoder-float32.onnx", "predictor-T1-float32.onnx", "predictor-T2-float32.onnx",
+                     "predictor-T3-float32.onnx",
+                     "predictor-step-T1-float32.onnx", "predictor-step-T2-float32.onnx",
+                     "predictor-step-T3-float32.onnx"]
     for name in names:
         model = onnx.load(str(engine_dir / name))
         onnx.checker.check_model(model)
@@ -111,6 +114,48 @@ def test_onnxruntime_equals_torch(runtime, models, samples):
                                    atol=1e-4, rtol=0)
         images = torch.randn(min(samples, 8), 3, 64, 64, generator=g)
         torch.testing.assert_close(runtime.encode(images), encoder(images), atol=1e-4, rtol=0)
+
+
+def test_step_graphs_equal_torch_incremental_steps_from_a_shared_context(runtime, models):
+    _, predictor = models
+    assert runtime.supports_cache and runtime.describe()["step_graphs"] == [1, 2, 3]
+    g = torch.Generator().manual_seed(3)
+    S = 6
+    z0 = torch.randn(1, 16, 64, generator=g)                          # one context frame, shared by all samples
+    a0, s0 = torch.randn(1, 7, generator=g), torch.randn(1, 7, generator=g)
+    with torch.no_grad():
+        want, want_cache = predictor.forward_step(z0, a0, s0)
+    got, cache = runtime.predict_step(z0, a0, s0)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert cache.keys.shape == (2, 1, 4, 18, 16) and cache.steps == 1
+    for _ in range(2):                                                 # then S samples on the 1-sample past
+        z, a, s = torch.randn(S, 16, 64, generator=g), torch.randn(S, 7, generator=g), torch.randn(S, 7, generator=g)
+        with torch.no_grad():
+            want, want_cache = predictor.forward_step(z, a, s, want_cache)
+        got, cache = runtime.predict_step(z, a, s, cache)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert cache.keys.shape == (2, S, 4, 54, 16)
+    with pytest.raises(EngineError, match="no predictor step graph for step 4"):
+        runtime.predict_step(z, a, s, cache)
+
+
+def test_world_model_rollouts_agree_across_runtimes(runtime, engine_dir, scratch_dir):
+    world_model = pytest.importorskip("vjepa2_ros.planning.world_model")
+    torch_rt = open_runtime(RuntimeConfig(checkpoint=str(AC_FILE), encoder_checkpoint=str(ENC_FILE),
+                                          encoder_cfg=ENC_CFG, predictor_cfg=PRED_CFG))
+    for p in scratch_dir.glob("predictor-step-*"):                     # an ONNX runtime without step graphs
+        p.unlink()
+    no_steps = open_runtime(runtime_cfg(scratch_dir))
+    assert not no_steps.supports_cache
+    g = torch.Generator().manual_seed(4)
+    z = torch.nn.functional.layer_norm(torch.randn(16, 64, generator=g), (64,))
+    s = torch.tensor([0.4, 0.0, 0.3, 3.1, 0.0, 0.0, 0.2])
+    actions = 0.05 * torch.randn(5, 3, 7, generator=g)
+    want, poses = world_model.WorldModel(torch_rt).rollout(z, s, actions)
+    for rt in (runtime, no_steps):
+        got, got_poses = world_model.WorldModel(rt).rollout(z, s, actions)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+        torch.testing.assert_close(got_poses, poses)
 
 
 def test_float16_graph_matches_torch_float16_and_bfloat16_graph_is_valid(models, tmp_path):
@@ -204,8 +249,8 @@ def test_missing_files_steps_and_precision_are_clear_errors(engine_dir, runtime,
         open_runtime(runtime_cfg(engine_dir, precision="float16"))
     with pytest.raises(EngineError, match="does not exist"):
         open_runtime(runtime_cfg(tmp_path / "nowhere"))
-    with pytest.raises(EngineError, match=r"no predictor for T=2 .* T in \[1, 3\]"):
-        runtime.predict(torch.zeros(1, 32, 64), torch.zeros(1, 2, 7), torch.zeros(1, 2, 7))
+    with pytest.raises(EngineError, match=r"no predictor for T=4 .* T in \[1, 2, 3\]"):
+        runtime.predict(torch.zeros(1, 64, 64), torch.zeros(1, 4, 7), torch.zeros(1, 4, 7))
     with pytest.raises(ConfigError, match="input actions must be"):
         runtime.predict(torch.zeros(1, 48, 64), torch.zeros(1, 3, 6), torch.zeros(1, 3, 7))
 

@@ -34,7 +34,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = BuildConfig(samples=tuple(args.samples), batch=tuple(args.batch), workspace_gib=args.workspace_gib,
                       timing_cache=None if args.timing_cache is None else str(args.timing_cache))
     trt = import_tensorrt()
-    graphs = sorted(args.engine_dir.glob(f"*-{args.precision}.onnx"))
+    graphs = sorted(p for p in args.engine_dir.glob(f"*-{args.precision}.onnx")
+                    if not p.name.startswith("predictor-step-"))          # step graphs are for ONNX Runtime
     if not graphs:
         raise EngineError(f"{args.engine_dir} has no *-{args.precision}.onnx graphs; make them with "
                           f"`vjepa2-ros export --out {args.engine_dir} --precision {args.precision}`")

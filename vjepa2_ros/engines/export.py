@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2],
                         help="predictor graphs to write, one per number of time steps T")
     parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--step-graphs", action="store_true",
+                        help="also KV-cached predictor step graphs for steps 1..max(--steps) (ONNX Runtime rollouts)")
 
 
 def rebuild_command(args: argparse.Namespace) -> str:
@@ -43,6 +45,8 @@ def rebuild_command(args: argparse.Namespace) -> str:
             words += [flag, str(value)]
     if args.random:
         words += ["--random", "--seed", str(args.seed)]
+    if args.step_graphs:
+        words += ["--step-graphs"]
     words += ["--steps", *map(str, args.steps)]
     return shlex.join(words)
 
@@ -54,7 +58,8 @@ def main(args: argparse.Namespace) -> int:
     overrides = {} if args.img_size is None else {"img_size": args.img_size}
     enc_cfg = EncoderConfig.from_preset(args.encoder, **overrides)
     pred_cfg = PredictorConfig.from_preset(args.predictor, **overrides)
-    cfg = ExportConfig(precision=args.precision, steps=tuple(args.steps), opset=args.opset)
+    cfg = ExportConfig(precision=args.precision, steps=tuple(args.steps), opset=args.opset,
+                       step_graphs=args.step_graphs)
     for t in cfg.steps:
         if t > pred_cfg.max_steps:
             raise ConfigError(f"--steps {t} exceeds the predictor's {pred_cfg.max_steps} steps")

@@ -121,6 +121,7 @@ class Artifacts:
 
     encoder: Path
     predictors: dict[int, Path]                  # steps T -> file
+    step_predictors: dict[int, Path]             # step t -> KV-cached step graph (ONNX only; may be empty)
     encoder_cfg: EncoderConfig
     predictor_cfg: PredictorConfig
     manifests: dict[Path, Manifest]              # file -> its checked manifest
@@ -145,6 +146,8 @@ def load_artifacts(cfg: RuntimeConfig, fmt: str, tools: dict[str, str] | None = 
                           f"`{command} --precision {cfg.precision}`")
     pattern = artifact_name("predictor", cfg.precision, 0, fmt).replace("T0", "T*")
     predictors = {int(p.name.split("-")[1][1:]): p for p in directory.glob(pattern)}
+    step_pattern = artifact_name("predictor_step", cfg.precision, 0, fmt).replace("T0", "T*")
+    step_predictors = {int(p.name.split("-")[2][1:]): p for p in directory.glob(step_pattern)} if fmt == "onnx" else {}
     if not predictors:
         raise EngineError(f"{directory} has no predictor files {pattern}; create them with `{command}`")
     weights = None if cfg.checkpoint is None else weights_id(cfg.checkpoint)
@@ -158,20 +161,21 @@ def load_artifacts(cfg: RuntimeConfig, fmt: str, tools: dict[str, str] | None = 
                                    tools or {}, gpu), encoder)
     manifests[encoder] = enc_m
     predictor_cfg = None
-    for steps, path in sorted(predictors.items()):
+    jobs = [("predictor", t, p) for t, p in sorted(predictors.items())] + \
+        [("predictor_step", t, p) for t, p in sorted(step_predictors.items())]
+    for network, steps, path in jobs:
         m = read_manifest(path)
+        wanted = cfg.predictor_cfg or predictor_cfg                           # all predictor files: one model
         predictor_cfg = config_from_dict("predictor", m.model)
-        wanted = cfg.predictor_cfg or (None if len(manifests) == 1 else config_from_dict(
-            "predictor", manifests[predictors[min(predictors)]].model))       # all predictors: one model
-        check_manifest(m, Expected("predictor", None if wanted is None else wanted.to_dict(), weights,
-                                   cfg.precision, steps, *io_specs("predictor", predictor_cfg, cfg.precision, steps),
+        check_manifest(m, Expected(network, None if wanted is None else wanted.to_dict(), weights,
+                                   cfg.precision, steps, *io_specs(network, predictor_cfg, cfg.precision, steps),
                                    tools or {}, gpu), path)
         manifests[path] = m
     if predictor_cfg.embed_dim != encoder_cfg.embed_dim or predictor_cfg.grid != encoder_cfg.grid():
         raise EngineError(f"{directory}: the predictor (width {predictor_cfg.embed_dim}, grid {predictor_cfg.grid}) "
                           f"does not fit the encoder (width {encoder_cfg.embed_dim}, grid {encoder_cfg.grid()}); "
                           f"re-export both with `{command}`")
-    return Artifacts(encoder, predictors, encoder_cfg, predictor_cfg, manifests)
+    return Artifacts(encoder, predictors, step_predictors, encoder_cfg, predictor_cfg, manifests)
 
 
 def pick_predictor(graphs: dict[int, Any], z: torch.Tensor, tokens_per_frame: int, fmt: str) -> Any:

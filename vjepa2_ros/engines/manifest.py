@@ -8,6 +8,7 @@ names the field and the rebuild command.
 
 File names inside an engine directory (one precision per file name, several may coexist):
   encoder-<precision>.onnx            predictor-T<steps>-<precision>.onnx       (export)
+  predictor-step-T<t>-<precision>.onnx                                          (export --step-graphs)
   encoder-<precision>.engine          predictor-T<steps>-<precision>.engine     (build-engines)
 and each artifact's manifest is `<artifact>.manifest.json`.
 """
@@ -25,7 +26,7 @@ from vjepa2_ros.errors import EngineError
 
 MANIFEST_VERSION = 1
 FORMATS = ("onnx", "tensorrt")
-NETWORKS = ("encoder", "predictor")
+NETWORKS = ("encoder", "predictor", "predictor_step")   # predictor_step: one KV-cached step (ONNX Runtime)
 PRECISIONS = ("float32", "float16", "bfloat16")
 # Model-config fields that do not change the computed function (the attention kernel is
 # "math" in exported graphs, whatever the torch model used).
@@ -103,9 +104,10 @@ def manifest_path(artifact: str | Path) -> Path:
 
 
 def artifact_name(network: str, precision: str, steps: int | None, fmt: str) -> str:
-    """encoder-float16.onnx, predictor-T2-float32.engine, ..."""
+    """encoder-float16.onnx, predictor-T2-float32.engine, predictor-step-T2-float32.onnx, ..."""
     ext = {"onnx": "onnx", "tensorrt": "engine"}[fmt]
-    return f"encoder-{precision}.{ext}" if network == "encoder" else f"predictor-T{steps}-{precision}.{ext}"
+    stem = {"encoder": "encoder", "predictor": f"predictor-T{steps}", "predictor_step": f"predictor-step-T{steps}"}
+    return f"{stem[network]}-{precision}.{ext}"
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 23) -> str:
@@ -242,18 +244,30 @@ def io_specs(network: str, model_cfg: Any, precision: str, steps: int | None = N
 
     encoder:   images [batch, 3, H, W]                                -> tokens [batch, N, D]
     predictor: z [samples, T*n, D], actions/states [samples, T, 7]    -> predictions [samples, T*n, D]
+    predictor_step t (keys/values of steps 1..t-1 in, L = 2+n tokens per step):
+        z [samples, n, D], action/state [samples, 7],
+        past_k/past_v [depth, past_samples, heads, (t-1)*L, hd] (t > 1; past_samples 1 or samples)
+        -> predictions [samples, n, D], present_k/present_v [depth, samples, heads, t*L, hd]
     """
     if network == "encoder":
         gh, gw = model_cfg.grid()
         h, w = gh * model_cfg.patch_size, gw * model_cfg.patch_size
         return ((TensorSpec("images", precision, ("batch", model_cfg.in_chans, h, w)),),
                 (TensorSpec("tokens", precision, ("batch", gh * gw, model_cfg.embed_dim)),))
-    if network != "predictor":
+    if network not in NETWORKS:
         raise EngineError(f"network must be one of {NETWORKS}, got {network!r}")
     if steps is None or not 1 <= steps <= model_cfg.max_steps:
         raise EngineError(f"predictor steps must be in [1, {model_cfg.max_steps}], got {steps!r}")
-    tokens = steps * model_cfg.tokens_per_frame
-    a = model_cfg.action_embed_dim
+    n, D, a = model_cfg.tokens_per_frame, model_cfg.embed_dim, model_cfg.action_embed_dim
+    if network == "predictor_step":
+        kv = lambda name, rows, t: TensorSpec(name, precision, (model_cfg.depth, rows, model_cfg.num_heads,  # noqa: E731
+                                                                t * (2 + n), model_cfg.head_dim))
+        past = (kv("past_k", "past_samples", steps - 1), kv("past_v", "past_samples", steps - 1)) if steps > 1 else ()
+        return ((TensorSpec("z", precision, ("samples", n, D)), TensorSpec("action", precision, ("samples", a)),
+                 TensorSpec("state", precision, ("samples", a))) + past,
+                (TensorSpec("predictions", precision, ("samples", n, D)), kv("present_k", "samples", steps),
+                 kv("present_v", "samples", steps)))
+    tokens = steps * n
     return ((TensorSpec("z", precision, ("samples", tokens, model_cfg.embed_dim)),
              TensorSpec("actions", precision, ("samples", steps, a)),
              TensorSpec("states", precision, ("samples", steps, a))),

@@ -9,6 +9,7 @@ activations and I/O.
 
   encoder-<precision>.onnx          images [batch, 3, H, W] -> tokens [batch, N, D]
   predictor-T<T>-<precision>.onnx   z [samples, T*n, D], actions/states [samples, T, 7] -> predictions [samples, T*n, D]
+  predictor-step-T<t>-<precision>.onnx  (optional) step t of a KV-cached rollout, see `manifest.io_specs`
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ExportConfig:
     precision: str = "float32"           # graph dtype: weights, activations, inputs and outputs
     steps: tuple[int, ...] = (1, 2)      # predictor graphs to write, one per number of time steps T
     opset: int = 18                      # 18: newer attention ops break the TensorRT execution provider
+    step_graphs: bool = False            # also KV-cached step graphs for steps 1..max(steps) (ONNX Runtime)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -104,13 +106,40 @@ class PredictorGraph(nn.Module):
         return self.net._head(x, self.steps)                                        # S, T*n, D
 
 
+class PredictorStepGraph(nn.Module):
+    """Step t (1-based) of an incremental rollout, on the keys/values of steps 1..t-1 (`ACPredictor.forward_step`).
+
+    z [S, n, D], action/state [S, 7], past_k/past_v [depth, S or 1, heads, (t-1)*(2+n), hd]
+    -> predictions [S, n, D], present_k/present_v [depth, S, heads, t*(2+n), hd].
+    """
+
+    def __init__(self, predictor: ACPredictor, steps: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.net = _math_copy(predictor, dtype)
+        cos, sin = self.net._rope(steps - 1, 1, dtype, torch.device("cpu"))      # [2+n, hd] each, at step t-1
+        self.register_buffer("cos", cos)
+        self.register_buffer("sin", sin)
+
+    def forward(self, z: torch.Tensor, action: torch.Tensor, state: torch.Tensor,
+                past_k: torch.Tensor | None = None, past_v: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.net._embed(z, action.unsqueeze(1), state.unsqueeze(1))           # S, 2+n, pd
+        keys, values = [], []
+        for i, block in enumerate(self.net.predictor_blocks):
+            past = None if past_k is None else (past_k[i], past_v[i])               # broadcast from 1 sample
+            x, (k, v) = block(x, (self.cos, self.sin), None, past)                  # k, v: S, heads, t*(2+n), hd
+            keys.append(k)
+            values.append(v)
+        return self.net._head(x, 1), torch.stack(keys), torch.stack(values)
+
+
 def _export(module: nn.Module, example: tuple[torch.Tensor, ...], inputs: tuple[TensorSpec, ...],
             outputs: tuple[TensorSpec, ...], path: Path, opset: int) -> list[str]:
     """Trace `module` to `path`; returns the file names written (the graph, maybe its external data)."""
     import onnx
 
     names_in, names_out = [t.name for t in inputs], [t.name for t in outputs]
-    dynamic_axis = str(inputs[0].shape[0])
+    dynamic_axes = {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in inputs + outputs}
     param_bytes = sum(p.numel() * p.element_size() for p in module.state_dict().values())
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         raw = Path(tmp) / "raw.onnx"
@@ -118,7 +147,7 @@ def _export(module: nn.Module, example: tuple[torch.Tensor, ...], inputs: tuple[
             warnings.simplefilter("ignore")    # TracerWarnings: the input checks are constants per graph
             torch.onnx.export(module, example, str(raw), dynamo=False, opset_version=opset,
                               input_names=names_in, output_names=names_out, do_constant_folding=True,
-                              dynamic_axes={n: {0: dynamic_axis} for n in names_in + names_out})
+                              dynamic_axes=dynamic_axes)
         model = onnx.load(str(raw), load_external_data=True)
         model.ir_version = min(model.ir_version, MAX_IR_VERSION)
         model.producer_name = "vjepa2_ros"
@@ -172,6 +201,24 @@ def export_predictor(predictor: ACPredictor, steps: int, out_dir: str | Path, cf
     return path
 
 
+def export_predictor_step(predictor: ACPredictor, steps: int, out_dir: str | Path, cfg: ExportConfig, weights: str,
+                          rebuild: str = "") -> Path:
+    """Write predictor-step-T<steps>-<precision>.onnx and its manifest; returns the graph's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dtype = DTYPES[cfg.precision]
+    inputs, outputs = io_specs("predictor_step", predictor.cfg, cfg.precision, steps)
+    # samples 3, past samples 2: distinct sizes keep both axes dynamic (the graph broadcasts a past of 1)
+    sizes = {"samples": 3, "past_samples": 2}
+    example = tuple(torch.randn(*(sizes.get(d, d) for d in t.shape)).to(dtype) for t in inputs)
+    if steps > 1:
+        example = example[:3] + tuple(t[:, :1] for t in example[3:])         # a shared past: 1 sample
+    path = out_dir / artifact_name("predictor_step", cfg.precision, steps, "onnx")
+    files = _export(PredictorStepGraph(predictor, steps, dtype), example, inputs, outputs, path, cfg.opset)
+    _write(path, files, "predictor_step", predictor.cfg.to_dict(), weights, cfg, steps, inputs, outputs, rebuild)
+    return path
+
+
 def _write(path: Path, files: list[str], network: str, model: dict, weights: str, cfg: ExportConfig,
            steps: int | None, inputs: tuple, outputs: tuple, rebuild: str) -> None:
     manifest = Manifest(format="onnx", network=network, model=model, weights=weights, precision=cfg.precision,
@@ -192,11 +239,15 @@ def export_onnx(encoder: VJEPA2Encoder, predictor: ACPredictor, out_dir: str | P
     from tqdm import tqdm
 
     jobs = [("encoder", None)] + [("predictor", t) for t in cfg.steps]
+    if cfg.step_graphs:
+        jobs += [("predictor_step", t) for t in range(1, max(cfg.steps) + 1)]
     paths = []
     for network, steps in tqdm(jobs, desc="export ONNX", unit="graph", disable=not progress):
         if network == "encoder":
             paths.append(export_encoder(encoder, out_dir, cfg, encoder_weights or weights, rebuild))
-        else:
+        elif network == "predictor":
             paths.append(export_predictor(predictor, steps, out_dir, cfg, weights, rebuild))
+        else:
+            paths.append(export_predictor_step(predictor, steps, out_dir, cfg, weights, rebuild))
     return paths
 

@@ -4,10 +4,13 @@ Providers are tried in the order TensorRT, CUDA, CPU, starting at the configured
 Runtime silently falls back to the CPU when a GPU provider cannot start; here that is an error,
 because a planner that expected a GPU and runs 100x slower is a failure. Inputs and outputs are
 torch tensors bound in place (IOBinding): no copies through numpy, on the CPU or the GPU.
+When the directory holds step graphs (`export --step-graphs`), `predict_step` runs KV-cached
+incremental rollouts like the torch runtime.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,30 +76,48 @@ class OrtGraph:
                 raise EngineError(f"{self.path} {label} are {have}, its manifest says {want} (file replaced?); "
                                   f"rebuild with: {self.manifest.rebuild}")
 
-    def run(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """Inputs in manifest order, leading dim dynamic -> the one output, on the runtime's device."""
-        tensors = [self._prepare(spec, t) for spec, t in zip(self.manifest.inputs, inputs)]
-        out_spec = self.manifest.outputs[0]
-        out = torch.empty((tensors[0].shape[0], *out_spec.shape[1:]), dtype=self.dtype, device=self.device)
+    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Inputs in manifest order -> all outputs, on the runtime's device.
+
+        Named (dynamic) dims take their sizes from the inputs; every fixed dim is checked.
+        """
+        sizes: dict[str, int] = {}
+        tensors = [self._prepare(spec, t, sizes) for spec, t in zip(self.manifest.inputs, inputs)]
+        outputs = [torch.empty([sizes[d] if isinstance(d, str) else d for d in spec.shape], dtype=self.dtype,
+                               device=self.device) for spec in self.manifest.outputs]
         binding = self.session.io_binding()
-        index = self.device.index or 0
+        index, element = self.device.index or 0, ONNX_ELEMENT_TYPE[self.dtype]
         for spec, t in zip(self.manifest.inputs, tensors):
-            binding.bind_input(spec.name, self.device_type, index, ONNX_ELEMENT_TYPE[self.dtype], tuple(t.shape),
-                               t.data_ptr())
-        binding.bind_output(out_spec.name, self.device_type, index, ONNX_ELEMENT_TYPE[self.dtype], tuple(out.shape),
-                            out.data_ptr())
+            binding.bind_input(spec.name, self.device_type, index, element, tuple(t.shape), t.data_ptr())
+        for spec, t in zip(self.manifest.outputs, outputs):
+            binding.bind_output(spec.name, self.device_type, index, element, tuple(t.shape), t.data_ptr())
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()   # ORT runs on its own stream: inputs must be ready
-        self.session.run_with_iobinding(binding)                   # returns when the output is written
-        return out
+        self.session.run_with_iobinding(binding)                   # returns when the outputs are written
+        return tuple(outputs)
 
-    def _prepare(self, spec: TensorSpec, t: torch.Tensor) -> torch.Tensor:
-        fixed = tuple(spec.shape[1:])
-        if not isinstance(t, torch.Tensor) or t.dim() != len(spec.shape) or tuple(t.shape[1:]) != fixed \
-                or t.shape[0] < 1:
-            raise ConfigError(f"{self.path.name} input {spec.name} must be [{spec.shape[0]}, "
-                              f"{', '.join(map(str, fixed))}], got {tuple(getattr(t, 'shape', ()))}")
+    def _prepare(self, spec: TensorSpec, t: torch.Tensor, sizes: dict[str, int]) -> torch.Tensor:
+        """Check `t` against `spec` (recording the sizes of named dims), cast and make it contiguous."""
+        shape = tuple(getattr(t, "shape", ()))
+        ok = isinstance(t, torch.Tensor) and len(shape) == len(spec.shape)
+        for dim, size in zip(spec.shape, shape):
+            if isinstance(dim, str):
+                ok = ok and size >= 1 and sizes.setdefault(dim, size) == size
+            else:
+                ok = ok and size == dim
+        if not ok:
+            raise ConfigError(f"{self.path.name} input {spec.name} must be [{', '.join(map(str, spec.shape))}]"
+                              f"{f' with {sizes}' if sizes else ''}, got {shape}")
         return t.to(device=self.device, dtype=self.dtype).contiguous()
+
+
+@dataclass(frozen=True)
+class OrtStepCache:
+    """Keys and values of the steps run so far: [depth, S or 1, heads, steps*(2+n), hd] each."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    steps: int
 
 
 class OrtRuntime(Runtime):
@@ -123,17 +144,35 @@ class OrtRuntime(Runtime):
         self.encoder = OrtGraph(found.encoder, found.manifests[found.encoder], providers, self.device, self.dtype)
         self.predictors = {steps: OrtGraph(path, found.manifests[path], providers, self.device, self.dtype)
                            for steps, path in found.predictors.items()}
+        self.step_graphs = {steps: OrtGraph(path, found.manifests[path], providers, self.device, self.dtype)
+                            for steps, path in found.step_predictors.items()}
+        self.supports_cache = bool(self.step_graphs)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encoder.run(images)
+        return self.encoder.run(images)[0]
 
     def predict(self, z: torch.Tensor, actions: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         graph = pick_predictor(self.predictors, z, self.predictor_cfg.tokens_per_frame, "onnx")
-        return graph.run(z, actions, states)
+        return graph.run(z, actions, states)[0]
+
+    def predict_step(self, z: torch.Tensor, action: torch.Tensor, state: torch.Tensor,
+                     cache: OrtStepCache | None = None) -> tuple[torch.Tensor, OrtStepCache]:
+        """One more step: z [S, n, D], action/state [S, 7] -> ([S, n, D], cache). The cache may hold 1 sample."""
+        steps = 1 if cache is None else cache.steps + 1
+        graph = self.step_graphs.get(steps)
+        if graph is None:
+            raise EngineError(f"no predictor step graph for step {steps}; this engine directory has steps "
+                              f"{sorted(self.step_graphs) or 'none'}. Export them with `vjepa2-ros export --step-graphs "
+                              f"--steps {steps}` (or use predict())")
+        past = () if cache is None else (cache.keys, cache.values)
+        out, keys, values = graph.run(z, action, state, *past)
+        return out, OrtStepCache(keys, values, steps)
 
     def release(self) -> None:
         self.encoder = None
         self.predictors = {}
+        self.step_graphs = {}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "provider": self.provider, "predictor_steps": sorted(self.predictors)}
+        return {**super().describe(), "provider": self.provider, "predictor_steps": sorted(self.predictors),
+                "step_graphs": sorted(self.step_graphs)}

@@ -78,6 +78,9 @@ def build_engine(onnx_path: str | Path, cfg: BuildConfig, device: str = "cuda", 
     source = read_manifest(onnx_path)
     if source.format != "onnx":
         raise EngineError(f"{onnx_path} is not an exported ONNX graph (manifest format {source.format!r})")
+    if source.network == "predictor_step":
+        raise EngineError(f"{onnx_path} is a KV-cached step graph; TensorRT engines are built from the encoder "
+                          f"and the fixed-T predictor graphs")
     model_cfg = config_from_dict(source.network, source.model)
     check_manifest(source, Expected(source.network, None, None, source.precision, source.steps,
                                     *io_specs(source.network, model_cfg, source.precision, source.steps)), onnx_path)
