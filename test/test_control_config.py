@@ -28,8 +28,8 @@ def test_lab_and_demo_differ_where_they_should():
 
 
 def test_missing_keys_take_defaults_and_yaml_lists_become_tuples():
-    cfg = load_config({"model": {"preprocess": {"roi": [10, 20, 300, 200]}}, "safety": {"workspace_min_m": [0.2, -0.5, 0]}})
-    assert cfg.model.preprocess.roi == (10, 20, 300, 200)
+    cfg = load_config({"model": {"roi": [10, 20, 300, 200]}, "safety": {"workspace_min_m": [0.2, -0.5, 0]}})
+    assert cfg.model.roi == (10, 20, 300, 200)
     assert cfg.safety.workspace_min_m == (0.2, -0.5, 0.0)
     assert cfg.control == StackConfig().control
 
@@ -49,7 +49,8 @@ def test_encoder_dict_with_preset_and_overrides():
     ({"planning": {"samples": 0}}, "planning.samples", "positive"),
     ({"planning": {"topk": 1}}, "planning.topk", "topk"),
     ({"safety": {"velocity_scale": 1.5}}, "safety.velocity_scale", "(0, 1]"),
-    ({"model": {"preprocess": {"roi": [0, 0, 10]}}}, "model.preprocess.roi", "4 values"),
+    ({"model": {"roi": [0, 0, 10]}}, "model.roi", "4 values"),
+    ({"model": {"roi": [0, 0, 0, 10]}}, "model.roi", "width, height >= 1"),
     ({"model": {"encoder": "vit_enormous"}}, "model.encoder", "vit_giant"),
     ({"model": {"encoder": {"preset": "vit_tiny", "depht": 2}}}, "model.encoder", "depht"),
     ({"model": {"runtime": "tensorrt"}}, "model.engine_dir", "required"),
@@ -80,10 +81,10 @@ def test_flat_dict_round_trip_for_ros_parameters():
     cfg = load_config(CONFIG_DIR / "sim_demo.yaml")
     flat = cfg.to_flat_dict()
     assert flat["control.rate_hz"] == 100.0
-    assert flat["model.preprocess.crop_size"] == 64
+    assert flat["model.roi"] is None
     assert all(not isinstance(v, dict) for v in flat.values())
     assert StackConfig.from_flat_dict(flat) == cfg
-    changed = StackConfig.from_flat_dict({**flat, "control.rate_hz": 250.0, "model.preprocess.roi": [0, 0, 64, 48]})
-    assert changed.control.rate_hz == 250.0 and changed.model.preprocess.roi == (0, 0, 64, 48)
+    changed = StackConfig.from_flat_dict({**flat, "control.rate_hz": 250.0, "model.roi": [0, 0, 64, 48]})
+    assert changed.control.rate_hz == 250.0 and changed.model.roi == (0, 0, 64, 48) and changed.model.preprocess_config().roi == (0, 0, 64, 48)
     with pytest.raises(ConfigError, match=r"^control\.rate_hz: expected a number"):
         StackConfig.from_flat_dict({"control.rate_hz": "x"})

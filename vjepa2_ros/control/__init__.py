@@ -5,6 +5,9 @@ safety on any robot backend, in real time (threads) or stepped simulated time.
 """
 
 from vjepa2_ros.control.config import ControlConfig, ModelConfig, StackConfig, load_config
+from vjepa2_ros.control.loop import ControlLoop
+from vjepa2_ros.control.recorder import Recorder, read_recording
 from vjepa2_ros.control.state import LoopState, StateMachine
 
-__all__ = ["ControlConfig", "LoopState", "ModelConfig", "StackConfig", "StateMachine", "load_config"]
+__all__ = ["ControlConfig", "ControlLoop", "LoopState", "ModelConfig", "Recorder", "StackConfig", "StateMachine",
+           "load_config", "read_recording"]

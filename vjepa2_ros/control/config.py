@@ -59,7 +59,7 @@ class ModelConfig:
     device: str = "cpu"                            # torch device string, e.g. "cuda:0"
     dtype: str = "float32"                         # "float32" | "float16" | "bfloat16"
     seed: int = 0                                  # random initialisation when there is no checkpoint
-    preprocess: PreprocessConfig = PreprocessConfig()  # camera ROI, then centre crop + resize
+    roi: tuple[int, int, int, int] | None = None   # camera crop (x, y, width, height) px before the centre crop
 
     def __post_init__(self) -> None:
         _one_of("runtime", self.runtime, RUNTIMES)
@@ -71,12 +71,18 @@ class ModelConfig:
                 build()
             except ConfigError as e:
                 raise ConfigError(f"{what}: {e}") from None
+        self.preprocess_config()
 
     def encoder_config(self) -> EncoderConfig:
         return _network_config(EncoderConfig, self.encoder, "encoder")
 
     def predictor_config(self) -> PredictorConfig:
         return _network_config(PredictorConfig, self.predictor, "predictor")
+
+    def preprocess_config(self) -> PreprocessConfig:
+        """ROI, then the planner's centre square crop resized to the predictor's img_size."""
+        img = self.predictor_config().img_size
+        return PreprocessConfig(crop_size=img if isinstance(img, int) else img[0], mode="inference", roi=self.roi)
 
 
 def _network_config(cls: type, spec: str | dict, what: str) -> Any:
@@ -107,8 +113,9 @@ class ControlConfig:
     ee_frame: str = "flange"               # the frame the model's states are in: "flange" (DROID) | "tcp"
     goal_advance_after_steps: int | None = None     # sub-goals: next goal after this many plans, or
     goal_advance_below_energy: float | None = None  # when the energy drops below this
+    hold_rule: bool = False                # planner: keep still unless the plan's energy beats the zero action's
     gripper_deadband: float = 0.05         # closedness change (0..1) below which the gripper is not commanded
-    settle_velocity_rad_s: float = 0.01    # blocking mode: plan only once every joint is slower than this
+    settle_velocity_rad_s: float = 0.05    # blocking mode: plan only once every joint is slower than this
     record_dir: str | None = None          # write what the loop saw and decided here (None: no recording)
 
     def __post_init__(self) -> None:
