@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -22,6 +23,15 @@ from vjepa2_ros.training.config import TrainConfig
 from vjepa2_ros.training.dataset import GlobalBatchSampler
 from vjepa2_ros.training.schedule import wsd_lr
 from vjepa2_ros.training.train import train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; on a busy shared CPU a second spinning thread stalls."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def write_droid(root: Path, count: int, steps: int = 16) -> Path:
@@ -47,7 +57,7 @@ def droid_root(tmp_path_factory) -> Path:
 
 
 def test_loss_falls_by_30_percent(droid_root, tmp_path):
-    cfg = tiny_config(tmp_path, droid_root, steps=30, warmup_steps=3, anneal_steps=3)
+    cfg = tiny_config(tmp_path, droid_root, steps=30, warmup_steps=3, anneal_steps=3, tensorboard=True)
     result = train(cfg, progress=False)
     loss = losses(result)
     assert len(loss) == 30 and np.all(np.isfinite(loss))
@@ -56,6 +66,8 @@ def test_loss_falls_by_30_percent(droid_root, tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == list(range(1, 31))
     assert float(rows[-1]["loss"]) == pytest.approx(loss[-1])
+    if importlib.util.find_spec("tensorboard") is not None:              # optional dependency
+        assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     report = json.loads((tmp_path / "data_report.json").read_text())
     assert len(report["used"]) == 4 and report["skipped"] == [] and report["clips"] == 4 * (16 - 8 + 1)
 
