@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Check the GPU engine path in one command, on a machine with an NVIDIA GPU.
 
-    .venv/bin/python scripts/check_gpu_engines.py                  # tiny model, then full size (ViT-g + AC predictor)
-    .venv/bin/python scripts/check_gpu_engines.py --skip-full      # tiny model only (about a minute)
-    .venv/bin/python scripts/check_gpu_engines.py --report gpu_check.json
+    .venv/bin/python scripts/check_gpu_engines.py                   # tiny model, then full size (ViT-g + AC predictor)
+    .venv/bin/python scripts/check_gpu_engines.py --sizes tiny      # tiny model only (a few minutes)
+    .venv/bin/python scripts/check_gpu_engines.py --sizes full --skip-tests --report gpu_check.json
 
 What it does, top to bottom, with random weights (no checkpoint needed):
   1. environment: torch / CUDA / GPU, tensorrt, onnxruntime providers;
@@ -12,7 +12,10 @@ What it does, top to bottom, with random weights (no checkpoint needed):
      runtime (TensorRT, ONNX Runtime CUDA, torch CUDA graphs) against torch eager in the same
      precision (relative L2 error and max abs error), then `bench engines` timings vs torch eager.
 Files go to --workdir and are reused when their manifest is there, so a run cut off (the full-size
-TensorRT builds take minutes) continues where it stopped. Exit status 0 iff every check passed.
+TensorRT builds take minutes) continues where it stopped: under a 10-minute command limit, run
+`--sizes tiny` first, then `--sizes full --skip-tests` (again, if it was cut off). Building the
+random ViT-g on the CPU takes about a minute each time a torch runtime is opened.
+Exit status 0 iff every check passed.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}
 @dataclass
 class Args:
     workdir: Path = Path("/tmp/vjepa2_gpu_check")
-    skip_full: bool = False
+    sizes: tuple[str, ...] = ("tiny", "full")
     skip_tests: bool = False
     tiny_precisions: tuple[str, ...] = ("float32", "float16", "bfloat16")
     full_precisions: tuple[str, ...] = ("bfloat16",)
@@ -74,7 +77,8 @@ def parse() -> Args:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = Args()
     p.add_argument("--workdir", type=Path, default=d.workdir)
-    p.add_argument("--skip-full", action="store_true", help="tiny model only")
+    p.add_argument("--sizes", nargs="+", choices=("tiny", "full"), default=list(d.sizes),
+                   help="tiny: vit_tiny + ac_tiny; full: vit_giant + ac_vit_giant (random weights)")
     p.add_argument("--skip-tests", action="store_true", help="do not run test/test_engines_gpu.py")
     p.add_argument("--tiny-precisions", nargs="+", default=list(d.tiny_precisions))
     p.add_argument("--full-precisions", nargs="+", default=list(d.full_precisions))
@@ -82,7 +86,7 @@ def parse() -> Args:
     p.add_argument("--report", type=Path)
     p.add_argument("--device", default=d.device, help="cpu: dry run of this script on the tiny model")
     a = p.parse_args()
-    return Args(a.workdir, a.skip_full, a.skip_tests, tuple(a.tiny_precisions), tuple(a.full_precisions),
+    return Args(a.workdir, tuple(a.sizes), a.skip_tests, tuple(a.tiny_precisions), tuple(a.full_precisions),
                 tuple(a.full_samples), a.report, a.device)
 
 
@@ -129,19 +133,19 @@ def parity(size: str, cfg: BenchConfig, workdir: Path) -> list[Check]:
         started = time.monotonic()
         try:
             runtime = open_bench_runtime(name, cfg, workdir)
+            got = {"encode B=1": runtime.encode(image), f"predict S=7 T={T}": runtime.predict(z, actions, states)}
+            runtime.release()
         except (Vjepa2RosError, ImportError) as e:
             checks.append(Check(size, cfg.precision, name, "-", None, None, name != "tensorrt" or cfg.device == "cpu",
                                 f"not run: {str(e).splitlines()[0]}"))
             print(f"  {name:<16} not run: {str(e).splitlines()[0]}", flush=True)
             continue
-        got = {"encode B=1": runtime.encode(image), f"predict S=7 T={T}": runtime.predict(z, actions, states)}
         for call, out in got.items():
             rel, mx = compare(out, want[call])
             ok = rel <= TOLERANCE[cfg.precision] and bool(torch.isfinite(out).all())
             checks.append(Check(size, cfg.precision, name, call, rel, mx, ok))
             print(f"  {name:<16} {call:<16} rel L2 {rel:.2e}  max abs {mx:.2e}  {'ok' if ok else 'FAILED'} "
-                  f"(opened in {time.monotonic() - started:.0f} s)", flush=True)
-        runtime.release()
+                  f"(made, opened and run in {time.monotonic() - started:.0f} s)", flush=True)
     return checks
 
 
@@ -159,10 +163,10 @@ def main() -> int:
         result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "test/test_engines_gpu.py"], cwd=REPO)
         report.tests_passed = result.returncode == 0
 
-    sizes = [("tiny", "vit_tiny", "ac_tiny", args.tiny_precisions, (1, 64, 800))]
-    if not args.skip_full:
-        sizes.append(("full", "vit_giant", "ac_vit_giant", args.full_precisions, args.full_samples))
-    for size, encoder, predictor, precisions, samples in sizes:
+    sizes = {"tiny": ("vit_tiny", "ac_tiny", args.tiny_precisions, (1, 64, 800)),
+             "full": ("vit_giant", "ac_vit_giant", args.full_precisions, args.full_samples)}
+    for size in args.sizes:
+        encoder, predictor, precisions, samples = sizes[size]
         for precision in precisions:
             cfg = BenchConfig(encoder=encoder, predictor=predictor, device=args.device, precision=precision,
                               samples=tuple(samples), steps=1, repeats=20, warmup=3,

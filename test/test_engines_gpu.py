@@ -16,7 +16,7 @@ from vjepa2_ros.engines.onnx_export import ExportConfig, export_onnx
 from vjepa2_ros.errors import EngineError
 from vjepa2_ros.model import EncoderConfig, PredictorConfig, build_model
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 ENC_CFG = EncoderConfig(img_size=64, num_frames=4, embed_dim=64, depth=2, num_heads=4)
 PRED_CFG = PredictorConfig(img_size=64, num_frames=8, embed_dim=64, predictor_embed_dim=64, depth=2, num_heads=4)

@@ -93,7 +93,11 @@ class OrtGraph:
             binding.bind_output(spec.name, self.device_type, index, element, tuple(t.shape), t.data_ptr())
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()   # ORT runs on its own stream: inputs must be ready
-        self.session.run_with_iobinding(binding)                   # returns when the outputs are written
+        try:
+            self.session.run_with_iobinding(binding)               # returns when the outputs are written
+        except Exception as e:                                     # ORT raises its own exception types
+            raise EngineError(f"onnxruntime failed to run {self.path.name} on {self.session.get_providers()[0]}: "
+                              f"{str(e).strip().splitlines()[0]}") from None
         return tuple(outputs)
 
     def _prepare(self, spec: TensorSpec, t: torch.Tensor, sizes: dict[str, int]) -> torch.Tensor:
