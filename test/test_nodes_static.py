@@ -131,6 +131,12 @@ def test_lab_yaml_is_the_ros_station_config():
     assert cfg.safety.max_state_age_s >= 0.05          # /joint_states at 30 Hz must not fault the loop
 
 
+def test_every_node_parameter_is_documented():
+    from vjepa2_ros.nodes.parameters import NODE_PARAMETERS
+    text = DOCS.read_text()
+    assert [p.name for p in NODE_PARAMETERS if f"`{p.name}`" not in text] == []
+
+
 def test_stack_config_from_ros_values_handles_unset_nested_and_bad_values():
     import array
     from vjepa2_ros.nodes.parameters import from_parameter_value, stack_config, to_parameter_value

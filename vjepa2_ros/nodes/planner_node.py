@@ -40,7 +40,7 @@ from std_msgs.msg import Float64, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from vjepa2_ros.errors import Vjepa2RosError
+from vjepa2_ros.errors import EngineError, Vjepa2RosError
 from vjepa2_ros.nodes.parameters import (CAMERA_TRANSPORTS, COMMAND_INTERFACES, GRIPPER_INTERFACES,
                                          NODE_PARAMETERS, SECTIONS, ParameterSpec,
                                          check_choice, schema_parameters, stack_config)
@@ -95,6 +95,7 @@ class PlannerNode(Node):
         self._input_errors: dict[str, tuple[float, str]] = {}
         self._last_diag_s = 0.0
         self._lifecycle = "unconfigured"                    # for diagnostics and service answers
+        self._model_check = ""
         self._base_frame = ""
         self._start_lock = threading.Lock()
         self._subscriptions_: list = []
@@ -177,7 +178,7 @@ class PlannerNode(Node):
             self.get_logger().error(f"configure failed: {type(e).__name__}: {e}")
             self._release()
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"configured: {self._describe()}")
+        self.get_logger().info(f"configured: {self._describe()}; model check: {self._model_check}")
         self._lifecycle = "inactive"
         return super().on_configure(state)
 
@@ -240,6 +241,7 @@ class PlannerNode(Node):
         self._finger_names = (f"{spec.name}_finger_joint1", f"{spec.name}_finger_joint2")
 
         self._planner = build_planner(cfg)                   # loads the weights / engines and checks them
+        self._model_check = self._check_model()
         pubs = self._publishers_
         pubs["targets"] = self.create_lifecycle_publisher(JointState, JOINT_TARGETS_TOPIC, OUTPUT_QOS)
         pubs["action"] = self.create_lifecycle_publisher(Float64MultiArray, PLANNED_ACTION_TOPIC, OUTPUT_QOS)
@@ -276,6 +278,14 @@ class PlannerNode(Node):
         elif p["goal_image_path"]:
             self._set_goal_files([p["goal_image_path"]])
 
+    def _check_model(self) -> str:
+        """Encode a black frame once: the runtime works on this device and gives finite latents."""
+        t0 = time.monotonic()
+        z = self._planner.world_model.encode(np.zeros((256, 256, 3), np.uint8))      # [1, N, D]
+        if not bool(z.isfinite().all()):
+            raise EngineError("model check failed: the encoder gives non-finite latents for a black frame")
+        return f"encoder output {list(z.shape)} finite, {(time.monotonic() - t0) * 1e3:.0f} ms"
+
     def _make_gripper_sink(self, gripper: str, p: dict[str, Any]):
         if gripper == "action":
             self._gripper_client = ActionClient(self, GripperCommand, GRIPPER_ACTION,
@@ -292,6 +302,7 @@ class PlannerNode(Node):
         with self._start_lock:
             self._start_pending = False
         self._lifecycle = "unconfigured"
+        self._input_errors = {}
         loop, backend, planner = self._loop, self._backend, self._planner
         self._loop = self._backend = self._planner = self._camera = None
         if loop is not None:
@@ -499,7 +510,8 @@ class PlannerNode(Node):
             from vjepa2_ros.control.state import LoopState
             now = self._loop_clock()
             values.update({k: str(v) for k, v in loop.status().items()})
-            values.update(runtime=self._describe(), command_interface=self._interface)
+            values.update(runtime=self._describe(), model_check=self._model_check,
+                          command_interface=self._interface)
             frame = self._camera.read_latest() if self._camera is not None else None
             values["camera_age_s"] = "none yet" if frame is None else f"{now - frame.stamp_s:.3f}"
             try:
