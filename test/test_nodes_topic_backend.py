@@ -62,9 +62,12 @@ def test_no_command_before_a_joint_state_and_bad_states_are_rejected():
     with pytest.raises(DataError, match="7 positions"):
         backend.put_joint_state(Q_HOME[:6], stamp_s=1.0)
     assert not backend.has_state
-    backend.put_joint_state(Q_HOME, stamp_s=2.0, finger_width_m=0.02)
+    backend.put_joint_state(Q_HOME, stamp_s=2.0, gripper=0.75)
     state = backend.read_state()
-    assert state.stamp_s == 2.0 and state.gripper == pytest.approx(0.75)
+    assert state.stamp_s == 2.0 and state.gripper == 0.75
+    backend.set_gripper(0.2)                                     # no finger joints: the last command stands in
+    backend.put_joint_state(Q_HOME, stamp_s=2.1)
+    assert backend.read_state().gripper == pytest.approx(0.2) and rec.gripper == [pytest.approx(0.2)]
     np.testing.assert_allclose(state.flange_pose, backend.kinematics.fk(Q_HOME, "flange"))
     assert np.array_equal(backend.send_joint_target(Q_HOME), Q_HOME) and len(rec.targets) == 1
 

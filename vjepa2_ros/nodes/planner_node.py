@@ -224,6 +224,7 @@ class PlannerNode(Node):
     # --- building and releasing the stack -----------------------------------------------------------
     def _build(self) -> None:
         from vjepa2_ros.control.stack import build_backend, build_loop, build_planner
+        from vjepa2_ros.data.bags import finger_joint_names
         from vjepa2_ros.nodes.topic_backend import LatestFrameCamera, TopicBackend
         from vjepa2_ros.robot.kinematics import arm_spec
 
@@ -238,7 +239,7 @@ class PlannerNode(Node):
         spec = arm_spec(cfg.control.robot)
         self._joint_names = spec.joint_names
         self._base_frame = p["base_frame"] or f"{spec.name}_link0"
-        self._finger_names = (f"{spec.name}_finger_joint1", f"{spec.name}_finger_joint2")
+        self._finger_names = finger_joint_names(spec.name)
 
         self._planner = build_planner(cfg)                   # loads the weights / engines and checks them
         self._model_check = self._check_model()
@@ -335,7 +336,7 @@ class PlannerNode(Node):
         return self._loop_clock() - max(0.0, self._ros_now() - stamp_s)
 
     def _on_joint_state(self, msg: JointState) -> None:
-        from vjepa2_ros.data.messages import joint_state_to_array
+        from vjepa2_ros.data.bags import gripper_from_joint_state, joint_state_to_array
         backend = self._backend
         if backend is None:
             return
@@ -344,10 +345,10 @@ class PlannerNode(Node):
             dq = None
             if len(msg.velocity) == len(msg.name):           # same reordering, velocities as positions
                 dq, _ = joint_state_to_array(_with_positions(msg, msg.velocity), self._joint_names)
-            width = None
+            gripper = None
             if all(n in msg.name for n in self._finger_names):
-                width = float(sum(joint_state_to_array(msg, self._finger_names)[0]))
-            backend.put_joint_state(q, self._loop_time(stamp_s), dq, width)
+                gripper, _ = gripper_from_joint_state(msg, self._finger_names)
+            backend.put_joint_state(q, self._loop_time(stamp_s), dq, gripper)
         except Vjepa2RosError as e:
             self._input_error("joint_states", str(e))
             return
@@ -366,7 +367,8 @@ class PlannerNode(Node):
         return True
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        from vjepa2_ros.data.messages import image_msg_to_rgb, stamp_to_ns
+        from vjepa2_ros.data.bags import image_msg_to_rgb
+        from vjepa2_ros.data.messages import stamp_to_ns
         camera = self._camera
         if camera is None:
             return
@@ -378,7 +380,7 @@ class PlannerNode(Node):
         self._start_if_ready()
 
     def _on_goal_image(self, msg: Image) -> None:
-        from vjepa2_ros.data.messages import image_msg_to_rgb
+        from vjepa2_ros.data.bags import image_msg_to_rgb
         try:
             self._loop.set_goal_image(image_msg_to_rgb(msg))
             self.get_logger().info(f"goal image received on {GOAL_IMAGE_TOPIC}: {self._status_text()}")

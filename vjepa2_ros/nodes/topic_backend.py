@@ -19,9 +19,6 @@ from vjepa2_ros.robot.backend import Camera, CameraFrame, RobotBackend, RobotSta
 from vjepa2_ros.robot.kinematics import ArmSpec
 from vjepa2_ros.robot.safety import SafetyConfig
 
-FRANKA_HAND_MAX_WIDTH_M = 0.08      # both fingers open: finger joints 0.04 m each
-
-
 class LatestFrameCamera(Camera):
     """The newest frame a subscription handed in; older ones are dropped."""
 
@@ -74,20 +71,19 @@ class TopicBackend(RobotBackend):
         return self._state is not None
 
     def put_joint_state(self, q: np.ndarray, stamp_s: float, dq: np.ndarray | None = None,
-                        finger_width_m: float | None = None) -> None:
-        """A joint state, already ordered as spec.joint_names. Non-finite values raise DataError and
-        are not stored, so the loop sees the state go stale and holds."""
+                        gripper: float | None = None) -> None:
+        """A joint state, already ordered as spec.joint_names; gripper: measured closedness (0 open ..
+        1 closed) or None (no finger joints: the last command stands in). Non-finite values raise
+        DataError and are not stored, so the loop sees the state go stale and holds."""
         q = np.asarray(q, dtype=np.float64)
         dq = np.zeros(7) if dq is None else np.asarray(dq, dtype=np.float64)
         if q.shape != (7,) or dq.shape != (7,):
             raise DataError(f"joint state must have 7 positions and velocities, got {q.shape} and {dq.shape}")
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(dq))):
             raise DataError(f"joint state has non-finite values: position {q.tolist()}, velocity {dq.tolist()}")
-        if finger_width_m is None or not np.isfinite(finger_width_m):
+        if gripper is None or not np.isfinite(gripper):
             gripper = self._gripper_cmd
-        else:
-            gripper = float(np.clip(1.0 - finger_width_m / FRANKA_HAND_MAX_WIDTH_M, 0.0, 1.0))
-        state = RobotState(stamp_s=float(stamp_s), q=q, dq=dq, gripper=gripper,
+        state = RobotState(stamp_s=float(stamp_s), q=q, dq=dq, gripper=float(gripper),
                            flange_pose=self.kinematics.fk(q, "flange"))
         with self._lock:
             self._state = state
