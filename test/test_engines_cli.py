@@ -22,7 +22,8 @@ def test_export_writes_graphs_whose_manifest_command_rebuilds_them(tmp_path, cap
                 "--steps", "1", "2"]) == 0
     assert "exported   3 graphs" in capsys.readouterr().out
     graphs = sorted(out.glob("*.onnx"))
-    assert [p.name for p in graphs] == ["encoder-float32.onnx", "predictor-T1-float32.onnx", "predictor-T2-float32.onnx"]
+    assert [p.name for p in graphs] == ["encoder-float32.onnx", "predictor-T1-float32.onnx",
+                                        "predictor-T2-float32.onnx"]
     digests = {p.name: sha256_file(p) for p in graphs}
     manifest = read_manifest(out / "predictor-T2-float32.onnx")
     assert manifest.weights == "random:seed=0"

@@ -25,8 +25,9 @@ ENC_FILE = FIXTURES / "encoder_tiny_weights.safetensors"
 
 
 def torch_cfg(**overrides) -> RuntimeConfig:
-    return RuntimeConfig(**{**dict(kind="torch", device="cuda", checkpoint=str(AC_FILE), encoder_checkpoint=str(ENC_FILE),
-                                   encoder_cfg=ENC_CFG, predictor_cfg=PRED_CFG), **overrides})
+    base = dict(kind="torch", device="cuda", checkpoint=str(AC_FILE), encoder_checkpoint=str(ENC_FILE),
+                encoder_cfg=ENC_CFG, predictor_cfg=PRED_CFG)
+    return RuntimeConfig(**{**base, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,8 @@ def test_float16_graph_matches_torch_float16_and_bfloat16_graph_is_valid(models,
 
 # -- refusing what does not match ---------------------------------------------------------------
 def test_other_model_config_is_refused_with_the_rebuild_command(engine_dir):
-    with pytest.raises(EngineError, match=r"(?s)model config depth: file 2 vs wanted 3.*rebuild it with: vjepa2-ros export"):
+    with pytest.raises(EngineError, match=r"(?s)model config depth: file 2 vs wanted 3.*rebuild it with: "
+                                          r"vjepa2-ros export"):
         open_runtime(runtime_cfg(engine_dir, encoder_cfg=dataclasses.replace(ENC_CFG, depth=3)))
     with pytest.raises(EngineError, match="predictor_embed_dim"):
         open_runtime(runtime_cfg(engine_dir, predictor_cfg=dataclasses.replace(PRED_CFG, predictor_embed_dim=32)))

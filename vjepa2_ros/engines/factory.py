@@ -182,7 +182,8 @@ def pick_predictor(graphs: dict[int, Any], z: torch.Tensor, tokens_per_frame: in
     """The fixed-T graph or engine for z [S, T*n, D], or an EngineError listing the T available."""
     steps = z.shape[1] // tokens_per_frame if isinstance(z, torch.Tensor) and z.dim() == 3 else None
     if steps not in graphs:
+        then = " then `vjepa2-ros build-engines`" if fmt == "tensorrt" else ""
         raise EngineError(f"no predictor for T={steps} steps (z {tuple(getattr(z, 'shape', ()))}, {tokens_per_frame} "
                           f"tokens per frame); this engine directory has T in {sorted(graphs)}. Make more with "
-                          f"`vjepa2-ros export --steps ...`{' then `vjepa2-ros build-engines`' if fmt == 'tensorrt' else ''}")
+                          f"`vjepa2-ros export --steps ...`{then}")
     return graphs[steps]

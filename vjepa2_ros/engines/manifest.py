@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from vjepa2_ros.errors import EngineError
+from vjepa2_ros.model.predictor import COND_TOKENS
 
 MANIFEST_VERSION = 1
 FORMATS = ("onnx", "tensorrt")
@@ -67,7 +68,8 @@ class Manifest:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     file: str                                   # artifact file name, relative to the manifest
-    files: dict[str, dict[str, Any]]            # every file it needs (itself, ONNX external data): name -> {bytes, sha256}
+    files: dict[str, dict[str, Any]]            # name -> {bytes, sha256} of every file it needs (itself, ONNX
+                                                # external data)
     tools: dict[str, str]                       # versions: torch, onnx, onnxruntime, tensorrt, vjepa2_ros
     rebuild: str                                # the command that makes this artifact again
     gpu: dict[str, str] | None = None           # TensorRT: {"name", "compute_capability"}
@@ -227,7 +229,8 @@ def check_manifest(manifest: Manifest, expected: Expected, artifact: str | Path)
                 if h is None:
                     problems.append(f"{name}: file has no tensor {t.name!r} (has {sorted(have)})")
                 elif (h.dtype, tuple(h.shape)) != (t.dtype, tuple(t.shape)):
-                    problems.append(f"{name} {t.name}: file {h.dtype}{list(h.shape)} vs wanted {t.dtype}{list(t.shape)}")
+                    problems.append(f"{name} {t.name}: file {h.dtype}{list(h.shape)} vs wanted "
+                                    f"{t.dtype}{list(t.shape)}")
     for tool, version in expected.tools.items():
         if manifest.tools.get(tool) != version:
             problems.append(f"{tool} version: file built with {manifest.tools.get(tool)!r}, installed {version!r}")
@@ -260,8 +263,10 @@ def io_specs(network: str, model_cfg: Any, precision: str, steps: int | None = N
         raise EngineError(f"predictor steps must be in [1, {model_cfg.max_steps}], got {steps!r}")
     n, D, a = model_cfg.tokens_per_frame, model_cfg.embed_dim, model_cfg.action_embed_dim
     if network == "predictor_step":
-        kv = lambda name, rows, t: TensorSpec(name, precision, (model_cfg.depth, rows, model_cfg.num_heads,  # noqa: E731
-                                                                t * (2 + n), model_cfg.head_dim))
+        def kv(name: str, rows: str, t: int) -> TensorSpec:
+            return TensorSpec(name, precision, (model_cfg.depth, rows, model_cfg.num_heads, t * (COND_TOKENS + n),
+                                                model_cfg.head_dim))
+
         past = (kv("past_k", "past_samples", steps - 1), kv("past_v", "past_samples", steps - 1)) if steps > 1 else ()
         return ((TensorSpec("z", precision, ("samples", n, D)), TensorSpec("action", precision, ("samples", a)),
                  TensorSpec("state", precision, ("samples", a))) + past,

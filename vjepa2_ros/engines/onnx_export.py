@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vjepa2_ros.engines.manifest import (PRECISIONS, Manifest, TensorSpec, artifact_name, file_entries, io_specs, tool_versions,
-                                         write_manifest)
+from vjepa2_ros.engines.manifest import (PRECISIONS, Manifest, TensorSpec, artifact_name, file_entries, io_specs,
+                                         tool_versions, write_manifest)
 from vjepa2_ros.errors import ConfigError, EngineError
 from vjepa2_ros.model.encoder import VJEPA2Encoder
 from vjepa2_ros.model.predictor import COND_TOKENS, ACPredictor, block_causal_mask
@@ -223,7 +223,8 @@ def _write(path: Path, files: list[str], network: str, model: dict, weights: str
            steps: int | None, inputs: tuple, outputs: tuple, rebuild: str) -> None:
     manifest = Manifest(format="onnx", network=network, model=model, weights=weights, precision=cfg.precision,
                         steps=steps, inputs=inputs, outputs=outputs, file=path.name,
-                        files=file_entries(path.parent, files), tools={**tool_versions("onnx"), "opset": str(cfg.opset)},
+                        files=file_entries(path.parent, files),
+                        tools={**tool_versions("onnx"), "opset": str(cfg.opset)},
                         rebuild=rebuild or f"vjepa2-ros export --out {path.parent} --precision {cfg.precision}")
     write_manifest(manifest, path.parent)
 

@@ -166,8 +166,8 @@ class OrtRuntime(Runtime):
         graph = self.step_graphs.get(steps)
         if graph is None:
             raise EngineError(f"no predictor step graph for step {steps}; this engine directory has steps "
-                              f"{sorted(self.step_graphs) or 'none'}. Export them with `vjepa2-ros export --step-graphs "
-                              f"--steps {steps}` (or use predict())")
+                              f"{sorted(self.step_graphs) or 'none'}. Export them with `vjepa2-ros export "
+                              f"--step-graphs --steps {steps}` (or use predict())")
         past = () if cache is None else (cache.keys, cache.values)
         out, keys, values = graph.run(z, action, state, *past)
         return out, OrtStepCache(keys, values, steps)

@@ -97,7 +97,8 @@ def build_engine(onnx_path: str | Path, cfg: BuildConfig, device: str = "cuda", 
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineError(f"TensorRT cannot parse {onnx_path}: {'; '.join(errors[:3])}; re-export with: {source.rebuild}")
+        raise EngineError(f"TensorRT cannot parse {onnx_path}: {'; '.join(errors[:3])}; "
+                          f"re-export with: {source.rebuild}")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * (1 << 30)))
