@@ -29,22 +29,21 @@ def episode():
 def test_raw_round_trip_is_exact(tmp_path, episode, storage, distro):
     bag = write_episode_bag(tmp_path / "bag", episode, storage=storage, distro=distro)
     with BagReader(bag) as reader:
-        assert reader.topics == {"/camera/image_raw": "sensor_msgs/msg/Image",
-                                 "/franka/joint_states": "sensor_msgs/msg/JointState",
-                                 "/franka_gripper/joint_states": "sensor_msgs/msg/JointState",
-                                 "/vjepa2/flange_pose": "geometry_msgs/msg/PoseStamped"}
+        assert reader.topics == {"/camera/camera/color/image_raw": "sensor_msgs/msg/Image",
+                                 "/joint_states": "sensor_msgs/msg/JointState",
+                                 "/vjepa2_planner/flange_pose": "geometry_msgs/msg/PoseStamped"}
     back = read_bag_episode(bag, distro=distro)
     np.testing.assert_array_equal(back.frames, episode.frames)
     np.testing.assert_array_equal(back.stamps_s, episode.stamps_s)
     np.testing.assert_array_equal(back.joint_positions, episode.joint_positions)
     np.testing.assert_allclose(back.states, episode.states, rtol=0, atol=1e-12)
-    assert back.meta["states_from"] == "/franka/joint_states"
+    assert back.meta["states_from"] == back.meta["gripper_from"] == "/joint_states"
 
 
 def test_compressed_round_trip_within_jpeg_tolerance(tmp_path, episode):
     bag = write_episode_bag(tmp_path / "bag", episode, compressed=True)
-    back = read_bag_episode(bag)                           # finds /camera/image_raw/compressed
-    assert back.meta["camera_topic"] == "/camera/image_raw/compressed"
+    back = read_bag_episode(bag)                           # finds <camera topic>/compressed
+    assert back.meta["camera_topic"] == "/camera/camera/color/image_raw/compressed"
     err = np.abs(back.frames.astype(int) - episode.frames)
     assert err.mean() < 6.0 and np.percentile(err, 90) < 16
     np.testing.assert_allclose(back.states, episode.states, rtol=0, atol=1e-12)
@@ -53,7 +52,8 @@ def test_compressed_round_trip_within_jpeg_tolerance(tmp_path, episode):
 def test_states_from_the_flange_pose_without_joints(tmp_path):
     ep = make_example_episode(steps=6, height=16, width=16)
     back = read_bag_episode(write_episode_bag(tmp_path / "bag", ep))
-    assert back.joint_positions is None and back.meta["states_from"] == "/vjepa2/flange_pose"
+    assert back.joint_positions is None and back.meta["states_from"] == "/vjepa2_planner/flange_pose"
+    assert back.meta["gripper_from"] == "/franka_gripper/joint_states"
     np.testing.assert_allclose(back.states, ep.states, rtol=0, atol=1e-12)
 
 
@@ -81,19 +81,19 @@ def test_resampled_read_and_unordered_joint_names(tmp_path, episode):
 
 def test_bag_without_needed_topics(tmp_path, episode):
     bag = write_episode_bag(tmp_path / "bag", episode)
-    with pytest.raises(DataError, match=r"bag: no topic '/wrist/image'; the bag has \['/camera/image_raw'"):
+    with pytest.raises(DataError, match=r"bag: no topic '/wrist/image'; the bag has \['/camera/camera/color/image_raw'"):
         read_bag_episode(bag, camera_topic="/wrist/image")
     with pytest.raises(DataError, match=r"needs joint states on '/js' or a flange pose on '/pose'"):
         read_bag_episode(bag, joint_states_topic="/js", flange_pose_topic="/pose")
-    with pytest.raises(DataError, match=r"topic '/franka/joint_states' carries sensor_msgs/msg/JointState"):
-        read_bag_episode(bag, camera_topic="/franka/joint_states")
+    with pytest.raises(DataError, match=r"topic '/joint_states' carries sensor_msgs/msg/JointState"):
+        read_bag_episode(bag, camera_topic="/joint_states")
     with pytest.raises(DataError, match="bag not found"):
         read_bag_episode(tmp_path / "nothing")
 
 
 def test_wrong_joint_names_are_named(tmp_path, episode):
     bag = write_episode_bag(tmp_path / "bag", episode)
-    with pytest.raises(DataError, match=r"topic '/franka/joint_states' .*lacks joints \['fr3_joint1'"):
+    with pytest.raises(DataError, match=r"topic '/joint_states' .*lacks joints \['fr3_joint1'"):
         read_bag_episode(bag, arm="fr3", gripper_topic="/none")
 
 
@@ -105,7 +105,7 @@ def test_unknown_image_encoding_is_named(tmp_path, episode):
         bag.write(BagTopics.camera, msg)
         bag.write(BagTopics.joint_states, array_to_joint_state(episode.joint_positions[0], PANDA.joint_names, 1,
                                                                types=bag.types))
-    with pytest.raises(DataError, match=r"topic '/camera/image_raw' message 0: Image field 'encoding' is '16UC1'"):
+    with pytest.raises(DataError, match=r"topic '/camera/camera/color/image_raw' message 0: Image field 'encoding' is '16UC1'"):
         read_bag_episode(path)
 
 

@@ -42,12 +42,13 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 @dataclass(frozen=True)
 class BagTopics:
-    """Topic names of a recording (franka_ros2 names where they exist)."""
+    """Topic names of a recording: the lab station's (launch/lab.launch.py defaults, franka_ros2's
+    merged /joint_states), so `ros2 bag record` there and these tools agree without options."""
 
-    camera: str = "/camera/image_raw"                        # Image, or CompressedImage at camera + "/compressed"
-    joint_states: str = "/franka/joint_states"               # JointState of the 7 arm joints
-    gripper: str = "/franka_gripper/joint_states"           # JointState of the two finger joints (m each)
-    flange_pose: str = "/vjepa2/flange_pose"                 # PoseStamped of the flange (DROID's EE frame)
+    camera: str = "/camera/camera/color/image_raw"         # Image, or CompressedImage at camera + "/compressed"
+    joint_states: str = "/joint_states"                     # JointState: 7 arm joints (+ the 2 finger joints, m each)
+    gripper: str = "/franka_gripper/joint_states"          # finger joints on their own topic, when not merged
+    flange_pose: str = "/vjepa2_planner/flange_pose"       # PoseStamped of the flange (DROID's EE frame)
 
 
 def finger_joint_names(arm: str) -> tuple[str, str]:
@@ -156,8 +157,9 @@ class BagReader:
 def write_episode_bag(path: str | Path, episode: Episode, topics: BagTopics = BagTopics(), storage: str = "mcap",
                       compressed: bool = False, distro: str = "jazzy", arm: str = "panda",
                       camera_frame_id: str = "camera", base_frame_id: str = "base") -> Path:
-    """Episode -> bag: camera images, joint states (when the episode has them), finger joint
-    states for the gripper and the flange pose, each at the row's recorded time."""
+    """Episode -> bag: camera images, joint states (the 7 arm joints and the 2 finger joints, as
+    franka_ros2's merged /joint_states; the fingers alone on topics.gripper when the episode has
+    no joint positions) and the flange pose, each at the row's recorded time."""
     joint_names = arm_spec(arm).joint_names
     fingers = finger_joint_names(arm)
     camera_topic = topics.camera + "/compressed" if compressed else topics.camera
@@ -168,11 +170,12 @@ def write_episode_bag(path: str | Path, episode: Episode, topics: BagTopics = Ba
             image = (rgb_to_compressed_msg(episode.frames[k], t_ns, camera_frame_id, types=bag.types) if compressed
                      else rgb_to_image_msg(episode.frames[k], t_ns, camera_frame_id, types=bag.types))
             bag.write(camera_topic, image)
+            finger_q = gripper_to_finger_positions(episode.states[k, 6])
             if episode.joint_positions is not None:
-                bag.write(topics.joint_states, array_to_joint_state(episode.joint_positions[k], joint_names, t_ns,
-                                                                    types=bag.types))
-            bag.write(topics.gripper, array_to_joint_state(gripper_to_finger_positions(episode.states[k, 6]),
-                                                           fingers, t_ns, types=bag.types))
+                bag.write(topics.joint_states, array_to_joint_state(np.r_[episode.joint_positions[k], finger_q],
+                                                                    joint_names + fingers, t_ns, types=bag.types))
+            else:
+                bag.write(topics.gripper, array_to_joint_state(finger_q, fingers, t_ns, types=bag.types))
             bag.write(topics.flange_pose, matrix_to_pose_msg(poses[k], t_ns, base_frame_id, types=bag.types))
     return Path(path)
 
@@ -187,8 +190,8 @@ def read_bag_episode(path: str | Path, camera_topic: str = BagTopics.camera,
     camera_topic: Image or CompressedImage (camera_topic + "/compressed" is tried when the topic
     itself is absent); arm: "panda" | "fr3" (kinematics, default joint names `<arm>_joint1..7`);
     joint states are reordered by name. Without joint states the flange pose topic gives the
-    states; the gripper comes from the finger joints (gripper topic, or the joint states topic
-    when it carries them), else it is recorded as 0 (open).
+    states; the gripper comes from the finger joints (in the joint states, else on the gripper
+    topic), else it is recorded as 0 (open).
     """
     spec = arm_spec(arm)
     joint_names = tuple(joint_names or spec.joint_names)
@@ -204,82 +207,91 @@ def read_bag_episode(path: str | Path, camera_topic: str = BagTopics.camera,
                             f"{flange_pose_topic!r}; the bag has {sorted(have)}")
         state_topic = joint_states_topic if use_joints else flange_pose_topic
         bag.require(state_topic, ["sensor_msgs/msg/JointState"] if use_joints else ["geometry_msgs/msg/PoseStamped"])
-        grip_topic = gripper_topic if gripper_topic in have else None
-
-        # pass 1: stamps of every frame, all low-rate data
-        frame_ns, state_ns, states_raw, grip_ns, grips = [], [], [], [], []
-        for topic, t_ns, msg in bag.messages([camera_topic, state_topic] + ([grip_topic] if grip_topic else [])):
-            stamp = stamp_to_ns(msg.header.stamp) or t_ns          # header stamp; bag time when unset
-            if topic == camera_topic:
-                frame_ns.append(stamp)
-                continue
-            try:
-                if topic == state_topic and use_joints:
-                    q, _ = joint_state_to_array(msg, joint_names)
-                    state_ns.append(stamp)
-                    states_raw.append(q)
-                    if grip_topic is None and all(n in msg.name for n in fingers):
-                        grip_ns.append(stamp)
-                        grips.append(gripper_from_joint_state(msg, fingers)[0])
-                elif topic == state_topic:
-                    state_ns.append(stamp)
-                    states_raw.append(pose_msg_to_matrix(msg))
-                else:
-                    grip_ns.append(stamp)
-                    grips.append(gripper_from_joint_state(msg, fingers)[0])
-            except DataError as e:
-                raise DataError(f"{bag.path}: topic {topic!r} at {stamp} ns: {e}") from None
-        if not frame_ns:
-            raise DataError(f"{bag.path}: topic {camera_topic!r} has no messages")
-        if not state_ns:
-            raise DataError(f"{bag.path}: topic {state_topic!r} has no messages")
-
-        frame_ns_a = np.asarray(frame_ns, dtype=np.int64)
-        order = np.argsort(frame_ns_a, kind="stable")
-        state_idx = _last_at_or_before(np.asarray(state_ns, dtype=np.int64), frame_ns_a[order])
+        grip_topics = [t for t in (gripper_topic,) if t in have and t != state_topic]
+        frame_ns, state_ns, states_raw, grippers = _scan(bag, camera_topic, state_topic, use_joints, grip_topics,
+                                                         joint_names, fingers)
+        order = np.argsort(frame_ns, kind="stable")
+        state_idx = _last_at_or_before(state_ns, frame_ns[order])
         usable = order[state_idx >= 0]                     # frames before the first state are dropped
         state_idx = state_idx[state_idx >= 0]
         if usable.size == 0:
             raise DataError(f"{bag.path}: every frame on {camera_topic!r} precedes the first {state_topic!r} message")
-        stamps_s = ns_to_seconds(frame_ns_a[usable])
+        stamps_s = ns_to_seconds(frame_ns[usable])
         pick = np.arange(usable.size) if step_s is None else resample_rows(stamps_s, step_s)
         wanted = usable[pick]                              # message indices on the camera topic, in time order
+        frames = _decode_frames(bag, camera_topic, wanted)
 
-        # pass 2: decode the chosen frames
-        slots: dict[int, list[int]] = {}
-        for row, msg_index in enumerate(wanted.tolist()):
-            slots.setdefault(msg_index, []).append(row)
-        frames: list[np.ndarray | None] = [None] * wanted.size
-        n = -1
-        for _, _, msg in bag.messages([camera_topic]):
-            n += 1
-            if n in slots:
-                try:
-                    rgb = image_msg_to_rgb(msg)
-                except DataError as e:
-                    raise DataError(f"{bag.path}: topic {camera_topic!r} message {n}: {e}") from None
-                for row in slots[n]:
-                    frames[row] = rgb
-    shapes = {f.shape for f in frames if f is not None}
-    if len(shapes) != 1:
-        raise DataError(f"{bag.path}: topic {camera_topic!r} changes image size within the recording: {sorted(shapes)}")
-
-    state_idx = state_idx[pick]
+    # the gripper: finger joints in the joint states, else on the gripper topic, else open
+    grip_from = next((t for t in (state_topic, *grip_topics) if grippers.get(t)), None)
     grip = np.zeros(wanted.size)
-    if grips:
-        g_idx = _last_at_or_before(np.asarray(grip_ns, dtype=np.int64), frame_ns_a[wanted])
-        grip = np.where(g_idx >= 0, np.asarray(grips)[np.maximum(g_idx, 0)], grips[0])
-    raw = np.stack(states_raw)[state_idx]
+    if grip_from is not None:
+        g_ns, g_val = (np.asarray(v) for v in zip(*grippers[grip_from]))
+        g_idx = _last_at_or_before(g_ns.astype(np.int64), frame_ns[wanted])
+        grip = np.where(g_idx >= 0, g_val[np.maximum(g_idx, 0)], g_val[0])
+    raw = states_raw[state_idx[pick]]
     if use_joints:
-        transforms = Kinematics(spec).fk_batch(raw, "flange")
-        joints = raw
+        transforms, joints = Kinematics(spec).fk_batch(raw, "flange"), raw
     else:
         transforms, joints = raw, None
     states = pose7_from_matrix(transforms, grip).numpy()
-    return Episode(frames=np.stack(frames), states=states, joint_positions=joints, stamps_s=stamps_s[pick],
-                   source=str(path), meta={"format": "rosbag2", "camera_topic": camera_topic, "states_from": state_topic,
-                                           "gripper_from": grip_topic or (joint_states_topic if grips else None),
-                                           "arm": arm, "step_s": step_s, "rows": pick.tolist()})
+    return Episode(frames=frames, states=states, joint_positions=joints, stamps_s=stamps_s[pick], source=str(path),
+                   meta={"format": "rosbag2", "camera_topic": camera_topic, "states_from": state_topic,
+                         "gripper_from": grip_from, "arm": arm, "step_s": step_s, "rows": pick.tolist()})
+
+
+def _scan(bag: BagReader, camera_topic: str, state_topic: str, use_joints: bool, grip_topics: Sequence[str],
+          joint_names: Sequence[str], fingers: Sequence[str]
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, list[tuple[int, float]]]]:
+    """Pass 1 over the bag: frame stamps [F] ns, state stamps [M] ns, joint positions [M, 7] or
+    flange poses [M, 4, 4], and (stamp, closedness) per topic that carried finger joints."""
+    frame_ns, state_ns, states_raw = [], [], []
+    grippers: dict[str, list[tuple[int, float]]] = {}
+    for topic, t_ns, msg in bag.messages([camera_topic, state_topic, *grip_topics]):
+        stamp = stamp_to_ns(msg.header.stamp) or t_ns          # header stamp; bag time when unset
+        if topic == camera_topic:
+            frame_ns.append(stamp)
+            continue
+        try:
+            if topic == state_topic:
+                state_ns.append(stamp)
+                states_raw.append(joint_state_to_array(msg, joint_names)[0] if use_joints else pose_msg_to_matrix(msg))
+            if hasattr(msg, "name") and all(n in msg.name for n in fingers):
+                grippers.setdefault(topic, []).append((stamp, gripper_from_joint_state(msg, fingers)[0]))
+            elif topic != state_topic:
+                raise DataError(f"JointState field 'name' lacks the finger joints {list(fingers)}; it has "
+                                f"{list(msg.name)}")
+        except DataError as e:
+            raise DataError(f"{bag.path}: topic {topic!r} at {stamp} ns: {e}") from None
+    if not frame_ns:
+        raise DataError(f"{bag.path}: topic {camera_topic!r} has no messages")
+    if not state_ns:
+        raise DataError(f"{bag.path}: topic {state_topic!r} has no messages")
+    return (np.asarray(frame_ns, dtype=np.int64), np.asarray(state_ns, dtype=np.int64), np.stack(states_raw),
+            grippers)
+
+
+def _decode_frames(bag: BagReader, camera_topic: str, wanted: np.ndarray) -> np.ndarray:
+    """Pass 2: messages number `wanted` (indices in bag order) of the camera topic -> uint8 [K, H, W, 3]."""
+    slots: dict[int, list[int]] = {}
+    for row, msg_index in enumerate(wanted.tolist()):
+        slots.setdefault(msg_index, []).append(row)
+    frames: np.ndarray | None = None
+    for n, (_, _, msg) in enumerate(bag.messages([camera_topic])):
+        if n not in slots:
+            continue
+        try:
+            rgb = image_msg_to_rgb(msg)
+        except DataError as e:
+            raise DataError(f"{bag.path}: topic {camera_topic!r} message {n}: {e}") from None
+        if frames is None:
+            frames = np.empty((wanted.size, *rgb.shape), dtype=np.uint8)
+        elif rgb.shape != frames.shape[1:]:
+            raise DataError(f"{bag.path}: topic {camera_topic!r} message {n} is {rgb.shape[1]}x{rgb.shape[0]}, "
+                            f"earlier frames {frames.shape[2]}x{frames.shape[1]}; the image size must not change")
+        frames[slots[n]] = rgb
+    if frames is None:
+        raise DataError(f"{bag.path}: topic {camera_topic!r}: none of the chosen frames was found on the second pass")
+    return frames
 
 
 def _last_at_or_before(stamps_ns: np.ndarray, query_ns: np.ndarray) -> np.ndarray:
