@@ -97,17 +97,17 @@ class Rig:
                                        planning=dataclasses.replace(CFG.planning, **(planning or {})))
         self.backend = FlakySim(SimConfig(camera_width=64, camera_height=64), self.cfg.safety)
         self.backend.connect()
-        self.camera = FreezableCamera(self.backend)
+        self.q0 = self.backend.read_state().q
+        self.backend.reset(self.q0 + GOAL_OFFSET_Q)        # the goal: the view with the arm moved
+        self.goal = self.backend.camera().read_latest().image.copy()
+        self.backend.reset(self.q0)
+        self.camera = FreezableCamera(self.backend)        # a fresh camera: no frame cached from the goal
         self.planner = CrashingPlanner(world_model, self.cfg.planning, seed=0)
         self.recorder = None if tmp_path is None else Recorder(tmp_path / "rec")
         self.commands: list[tuple[float, np.ndarray, float, bool, LoopState]] = []
         self.loop = ControlLoop(self.cfg, self.planner, self.backend, self.camera, recorder=self.recorder,
                                 publish=lambda t, q, g, sent: self.commands.append((t, q.copy(), g, sent,
                                                                                    self.loop.state)))
-        self.q0 = self.backend.read_state().q
-        self.backend.reset(self.q0 + GOAL_OFFSET_Q)
-        self.goal = self.camera.read_latest().image.copy()
-        self.backend.reset(self.q0)
 
     def close(self) -> None:
         if self.recorder is not None:
