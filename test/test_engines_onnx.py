@@ -193,6 +193,15 @@ def test_other_checkpoint_is_refused(engine_dir):
         open_runtime(runtime_cfg(engine_dir, checkpoint=str(FIXTURES / "rope_hd64.safetensors")))
 
 
+def test_predictor_files_from_other_weights_are_refused_even_without_a_checkpoint(scratch_dir):
+    path = manifest_path(scratch_dir / "predictor-T3-float32.onnx")
+    d = json.loads(path.read_text())
+    d["weights"] = "random:seed=1"
+    path.write_text(json.dumps(d))
+    with pytest.raises(EngineError, match=r"predictor-T3-float32.onnx does not match(?s:.*)weights: file random:seed=1"):
+        open_runtime(runtime_cfg(scratch_dir, checkpoint=None, encoder_checkpoint=None))
+
+
 def test_other_shapes_are_refused(scratch_dir):
     # A manifest that claims other shapes than the config implies.
     path = manifest_path(scratch_dir / "predictor-T1-float32.onnx")

@@ -160,17 +160,18 @@ def load_artifacts(cfg: RuntimeConfig, fmt: str, tools: dict[str, str] | None = 
                                    enc_weights, cfg.precision, None, *io_specs("encoder", encoder_cfg, cfg.precision),
                                    tools or {}, gpu), encoder)
     manifests[encoder] = enc_m
-    predictor_cfg = None
+    first: Manifest | None = None                 # all predictor files: one model, one set of weights
     jobs = [("predictor", t, p) for t, p in sorted(predictors.items())] + \
         [("predictor_step", t, p) for t, p in sorted(step_predictors.items())]
     for network, steps, path in jobs:
         m = read_manifest(path)
-        wanted = cfg.predictor_cfg or predictor_cfg                           # all predictor files: one model
         predictor_cfg = config_from_dict("predictor", m.model)
-        check_manifest(m, Expected(network, None if wanted is None else wanted.to_dict(), weights,
-                                   cfg.precision, steps, *io_specs(network, predictor_cfg, cfg.precision, steps),
-                                   tools or {}, gpu), path)
+        wanted_model = cfg.predictor_cfg.to_dict() if cfg.predictor_cfg else (first.model if first else None)
+        wanted_weights = weights or (first.weights if first else None)
+        check_manifest(m, Expected(network, wanted_model, wanted_weights, cfg.precision, steps,
+                                   *io_specs(network, predictor_cfg, cfg.precision, steps), tools or {}, gpu), path)
         manifests[path] = m
+        first = first or m
     if predictor_cfg.embed_dim != encoder_cfg.embed_dim or predictor_cfg.grid != encoder_cfg.grid():
         raise EngineError(f"{directory}: the predictor (width {predictor_cfg.embed_dim}, grid {predictor_cfg.grid}) "
                           f"does not fit the encoder (width {encoder_cfg.embed_dim}, grid {encoder_cfg.grid()}); "
