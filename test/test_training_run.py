@@ -1,5 +1,5 @@
-"""Training runs on small real recordings: DROID-layout episodes and rosbag2 bags written to disk
-and read back by the real readers, a tiny model, a few steps."""
+"""Training runs on small real recordings: episodes from the MuJoCo arm and synthetic ones written
+as DROID folders and rosbag2 bags, read back by the real readers; a tiny model, a few steps."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import yaml
 from vjepa2_ros.data.bags import write_episode_bag
 from vjepa2_ros.data.droid import write_droid_episode
 from vjepa2_ros.data.episode import make_example_episode
+from vjepa2_ros.data.generate import generate_episodes
 from vjepa2_ros.errors import ConfigError, DataError
 from vjepa2_ros.model import ACPredictor, load_official_checkpoint
 from vjepa2_ros.training.config import TrainConfig
@@ -53,7 +54,10 @@ def losses(result) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def droid_root(tmp_path_factory) -> Path:
-    return write_droid(tmp_path_factory.mktemp("droid"), 4)
+    """4 episodes of 16 model steps recorded from the MuJoCo arm, in the DROID layout."""
+    root = tmp_path_factory.mktemp("sim")
+    generate_episodes(root, count=4, steps=16, seed=0, camera_size=(64, 64))
+    return root
 
 
 def test_loss_falls_by_30_percent(droid_root, tmp_path):

@@ -28,8 +28,8 @@ class TrainConfig:
     droid: tuple[str, ...] = ()           # DROID raw roots (scanned) or list files (one episode dir a line)
     bags: tuple[str, ...] = ()            # rosbag2 bag directories recorded at the station
     droid_camera: str = "left"            # DROID exterior view: "left" or "right" (metadata *_mp4_path)
-    bag_camera_topic: str = "/camera/image_raw"          # Image (or CompressedImage at .../compressed)
-    bag_joint_states_topic: str = "/franka/joint_states"  # 7 arm joints -> forward kinematics -> flange pose
+    bag_camera_topic: str | None = None        # Image / CompressedImage topic; None: the recorder's default
+    bag_joint_states_topic: str | None = None  # arm joints -> forward kinematics -> flange; None: the default
     bag_arm: str = "panda"                # kinematics: "panda" | "fr3"
     clip_frames: int = 8                  # frames per training clip (official dataset_fpcs 8)
     step_s: float = 0.25                  # seconds between clip frames (4 Hz; see spec i on the time base)

@@ -86,8 +86,9 @@ def find_bags(path: str | Path) -> list[Path]:
 
 def _read_bag(path: str, cfg: TrainConfig) -> Episode:
     from vjepa2_ros.data.bags import read_bag_episode
-    return read_bag_episode(path, camera_topic=cfg.bag_camera_topic, joint_states_topic=cfg.bag_joint_states_topic,
-                            arm=cfg.bag_arm, step_s=cfg.step_s)
+    topics = {k: v for k, v in (("camera_topic", cfg.bag_camera_topic),
+                                ("joint_states_topic", cfg.bag_joint_states_topic)) if v is not None}
+    return read_bag_episode(path, arm=cfg.bag_arm, step_s=cfg.step_s, **topics)
 
 
 def memory_loaders(episodes: Sequence[Episode]) -> list[EpisodeLoader]:

@@ -107,9 +107,8 @@ def save_checkpoint(path: Path, predictor: ACPredictor, optimizer: torch.optim.O
         for k, v in state.items():
             tensors[f"optim.{idx}.{k}"] = v.detach().cpu().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
-    groups = [{k: v for k, v in g.items()} for g in opt["param_groups"]]
     meta = {"format": "vjepa2_ros.train", "step": str(step), "config": json.dumps(cfg.to_dict()),
-            "predictor": json.dumps(predictor.cfg.to_dict()), "param_groups": json.dumps(groups)}
+            "predictor": json.dumps(predictor.cfg.to_dict()), "param_groups": json.dumps(opt["param_groups"])}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
