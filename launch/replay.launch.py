@@ -61,7 +61,10 @@ def planner(context):
 def bag_processes(context):
     """Record the outputs, play the bag; shut down when the bag ends."""
     bag = LaunchConfiguration("bag").perform(context)
-    output = LaunchConfiguration("output_bag").perform(context) or f"{bag.rstrip('/')}_plans"
+    source = bag.rstrip("/")
+    for suffix in (".mcap", ".db3"):                         # a single storage file: name the folder after it
+        source = source[:-len(suffix)] if source.endswith(suffix) else source
+    output = LaunchConfiguration("output_bag").perform(context) or f"{source}_plans"
     record = ExecuteProcess(cmd=["ros2", "bag", "record", "-s", "mcap", "-o", output, *OUTPUT_TOPICS],
                             output="screen")
     # The bag path goes before --clock: `--clock` takes an optional frequency and would eat it.
