@@ -28,12 +28,15 @@ FALLBACK_ORDER = ("tensorrt", "cuda", "cpu")
 ONNX_ELEMENT_TYPE = {torch.float32: 1, torch.float16: 10, torch.bfloat16: 16}
 
 
-def provider_chain(provider: str, device: torch.device, cache_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+def provider_chain(provider: str, device: torch.device, dtype: torch.dtype, cache_dir: Path
+                   ) -> list[tuple[str, dict[str, Any]]]:
     """(name, options) from the configured provider down to the CPU, e.g. cuda -> [CUDA, CPU]."""
     index = device.index or 0
     options = {
         "tensorrt": {"device_id": index, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
-                     "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir)},
+                     "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir),
+                     # a float16 graph needs TensorRT's FP16 kernels allowed (TensorRT 10 is weakly typed)
+                     "trt_fp16_enable": dtype == torch.float16},
         "cuda": {"device_id": index, "use_tf32": 0},      # float32 graphs compute in float32, as torch does
         "cpu": {},
     }
@@ -135,15 +138,15 @@ class OrtRuntime(Runtime):
         except ImportError:
             raise EngineError("onnxruntime is not installed: `pip install onnxruntime` (CPU) or "
                               "`pip install onnxruntime-gpu` (CUDA / TensorRT providers)") from None
-        found = load_artifacts(cfg, "onnx")
-        super().__init__(found.encoder_cfg, found.predictor_cfg, cfg.device, cfg.dtype)
         available = ort.get_available_providers()
         wanted = PROVIDER_NAMES[cfg.provider]
         if wanted not in available:
             raise EngineError(f"onnxruntime provider {wanted} is not available in this onnxruntime "
                               f"{ort.__version__} (available: {available}); install onnxruntime-gpu for CUDA / "
                               f"TensorRT, or set onnx_provider='cpu' with device 'cpu'")
-        providers = provider_chain(cfg.provider, self.device, Path(cfg.engine_dir) / "ort_trt_cache")
+        found = load_artifacts(cfg, "onnx")
+        super().__init__(found.encoder_cfg, found.predictor_cfg, cfg.device, cfg.dtype)
+        providers = provider_chain(cfg.provider, self.device, cfg.dtype, Path(cfg.engine_dir) / "ort_trt_cache")
         self.provider = wanted
         self.encoder = OrtGraph(found.encoder, found.manifests[found.encoder], providers, self.device, self.dtype)
         self.predictors = {steps: OrtGraph(path, found.manifests[path], providers, self.device, self.dtype)
