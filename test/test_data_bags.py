@@ -130,3 +130,17 @@ def test_convert_several_droid_episodes_into_a_folder_of_bags(tmp_path, episode)
     assert back.frames.shape == (10, 16, 24, 3)
     np.testing.assert_array_equal(back.frames, droid.frames)
     np.testing.assert_allclose(back.states, droid.states, atol=1e-12)
+
+
+def test_convert_keep_going_skips_unreadable_episodes(tmp_path, episode, capsys):
+    from vjepa2_ros import cli
+    from vjepa2_ros.data.droid import write_droid_episode
+    good = write_droid_episode(tmp_path / "droid" / "good", episode)
+    bad = write_droid_episode(tmp_path / "droid" / "bad", episode)
+    (bad / "recordings/MP4/20000001.mp4").unlink()                         # like DROID episodes without video
+    argv = ["convert", "droid", str(tmp_path / "droid"), "--out", str(tmp_path / "bags")]
+    assert cli.main(argv) == 1
+    assert "no recording of camera 'left'" in capsys.readouterr().err
+    assert cli.main(argv[:-1] + [str(tmp_path / "bags2"), "--keep-going"]) == 1
+    assert f"skipped {bad}" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "bags2").iterdir()] == [good.name]

@@ -93,3 +93,21 @@ def test_replay_bag_and_its_errors(episode_dir, tmp_path, capsys):
     short = read_droid_episode(episode_dir, step_s=1.0)
     with pytest.raises(DataError, match="too few to look 4 steps ahead"):
         replay_episode(short, WorldModel.tiny(), CEMConfig(samples=8, topk=2, iterations=1))
+
+
+def test_replay_towards_a_goal_image_with_station_options(episode_dir, tmp_path):
+    import cv2
+    last = read_droid_episode(episode_dir, step_s=None).frames[-1]
+    goal = tmp_path / "goal.png"
+    cv2.imwrite(str(goal), last[..., ::-1])
+    out = tmp_path / "report"
+    argv = ["replay", str(episode_dir), "--tiny", "--out", str(out), "--goal-image", str(goal), "--horizon", "2",
+            "--roi", "8", "0", "48", "64", "--hold-rule", "--bound", "box", "--landscape-steps"] + SMALL_CEM
+    assert cli.main(argv) == 0
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 12 - 2 and {r["goal_step"] for r in rows} == {"-1"}       # only the horizon limits the steps
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["goal"] == "image" and summary["cem"]["bound"] == "box"
+    energies = [float(r["energy_observation"]) for r in rows]
+    assert all(math.isfinite(e) for e in energies)
+    assert cli.main(["replay", str(episode_dir), "--tiny", "--goal-image", str(tmp_path / "none.png")]) == 1

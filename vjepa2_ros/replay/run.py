@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +91,9 @@ def encode_all(world_model: WorldModel, frames: np.ndarray, batch: int) -> torch
 
 def replay_episode(episode: Episode, world_model: WorldModel, cem_cfg: CEMConfig, cfg: ReplayConfig = ReplayConfig(),
                    goal_image: np.ndarray | None = None, seed: int = 0, progress: bool = False,
-                   all_rows: Episode | None = None) -> ReplayResult:
+                   all_rows: Episode | None = None, hold_rule: bool = False) -> ReplayResult:
     """Replay a resampled episode (one row per model step). all_rows: the same recording at full
-    rate, needed only for `compare_step_s`."""
+    rate, needed only for `compare_step_s`; hold_rule: the Planner option of the same name."""
     T = len(episode)
     actions = episode.actions()                                                          # T-1, 7
     lookahead = max(cfg.horizon, cem_cfg.horizon, 0 if goal_image is not None else cfg.goal_offset)
@@ -102,7 +102,7 @@ def replay_episode(episode: Episode, world_model: WorldModel, cem_cfg: CEMConfig
         raise DataError(f"{episode.source}: {T} model steps of {cfg.step_s} s are too few to look "
                         f"{lookahead} steps ahead; record longer or lower goal_offset/horizon")
     latents = encode_all(world_model, episode.frames, cfg.batch_encode)                  # T, N, D
-    planner = Planner(world_model, cem_cfg, seed=seed)
+    planner = Planner(world_model, cem_cfg, seed=seed, hold_rule=hold_rule)
     dev = world_model.device
     goal = world_model.encode(goal_image)[0] if goal_image is not None else None          # N, D
     if goal is not None:
@@ -173,7 +173,6 @@ def compare_step_durations(world_model: WorldModel, all_rows: Episode, cfg: Repl
 
 def _resize(episode: Episode, size: tuple[int, int]) -> Episode:
     import cv2
-    from dataclasses import replace
     h, w = size
     frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in episode.frames])
     return replace(episode, frames=frames)
@@ -209,6 +208,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--landscape-steps", type=int, nargs="*", default=[0],
                         help="replayed-step indices to plot the energy landscape at")
     parser.add_argument("--size", default=None, help="resize frames to HEIGHTxWIDTH before encoding")
+    parser.add_argument("--roi", type=int, nargs=4, default=None, metavar=("X", "Y", "W", "H"),
+                        help="camera crop applied before the model's centre crop (as the station's model.roi)")
     g = parser.add_argument_group("recording")
     g.add_argument("--camera", default="left", help="DROID camera: left, right, wrist, ext1, ext2 or a serial")
     defaults = BagTopics()
@@ -232,6 +233,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--topk", type=int, default=d.topk)
     g.add_argument("--iterations", type=int, default=d.iterations)
     g.add_argument("--maxnorm", type=float, default=d.maxnorm, help="m per step")
+    g.add_argument("--bound", choices=("l1", "box"), default=d.bound)
+    g.add_argument("--hold-rule", action="store_true", help="keep still unless the plan beats the zero action")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -240,7 +243,7 @@ def main(args: argparse.Namespace) -> int:
                        max_steps=args.max_steps, landscape_steps=tuple(args.landscape_steps),
                        compare_step_s=tuple(args.compare_step_s))
     cem_cfg = CEMConfig(horizon=args.plan_horizon, samples=args.samples, topk=args.topk, iterations=args.iterations,
-                        maxnorm=args.maxnorm)
+                        maxnorm=args.maxnorm, bound=args.bound)
     topics = BagTopics(args.camera_topic, args.joint_states_topic, args.gripper_topic, args.flange_pose_topic)
     size = parse_size(args.size) if args.size else None
     if cfg.compare_step_s:
@@ -257,7 +260,7 @@ def main(args: argparse.Namespace) -> int:
         goal = np.ascontiguousarray(bgr[..., ::-1])
     world_model = _world_model(args)
     result = replay_episode(episode, world_model, cem_cfg, cfg, goal_image=goal, seed=args.seed, progress=True,
-                            all_rows=all_rows)
+                            all_rows=all_rows, hold_rule=args.hold_rule)
     out = args.out or Path("runs") / f"replay-{Path(args.source).name}"
     page = write_report(out, result)
     print(f"report: {page}")
@@ -266,8 +269,12 @@ def main(args: argparse.Namespace) -> int:
 
 def _world_model(args: argparse.Namespace) -> WorldModel:
     if args.tiny:
-        return WorldModel.tiny(seed=args.seed)
-    from vjepa2_ros.engines.factory import RuntimeConfig, open_runtime
-    return WorldModel(open_runtime(RuntimeConfig(kind=args.runtime, device=args.device, precision=args.precision,
-                                                 checkpoint=args.checkpoint, engine_dir=args.engine_dir,
-                                                 seed=args.seed)))
+        wm = WorldModel.tiny(seed=args.seed)
+    else:
+        from vjepa2_ros.engines.factory import RuntimeConfig, open_runtime
+        wm = WorldModel(open_runtime(RuntimeConfig(kind=args.runtime, device=args.device, precision=args.precision,
+                                                   checkpoint=args.checkpoint, engine_dir=args.engine_dir,
+                                                   seed=args.seed)))
+    if args.roi is not None:
+        wm = WorldModel(wm.runtime, preprocess=replace(wm.preprocess, roi=tuple(args.roi)))
+    return wm
