@@ -11,6 +11,8 @@ franky = pytest.importorskip("franky")
 pytest.importorskip("franky_sim")
 from vjepa2_ros.robot.backend import make_backend  # noqa: E402
 from vjepa2_ros.robot.franky_backend import FrankyBackend, FrankyConfig, run_franky_sim  # noqa: E402
+from vjepa2_ros.robot.kinematics import FR3, PANDA  # noqa: E402
+from vjepa2_ros.robot.safety import SafetyConfig  # noqa: E402
 
 TOL_RAD = 0.035
 
@@ -23,8 +25,10 @@ def franky_sim_host():
 
 @pytest.fixture(scope="module")
 def backend(franky_sim_host):
-    cfg = FrankyConfig(host=franky_sim_host, arm="fr3", realtime="ignore", relative_dynamics_factor=0.3)
-    with make_backend("franky", cfg=cfg) as b:
+    # The way control.stack builds it: spec and safety by keyword, FrankyConfig fields as overrides.
+    with make_backend("franky", spec=FR3, safety=SafetyConfig(), host=franky_sim_host, realtime="ignore",
+                      relative_dynamics_factor=0.3) as b:
+        assert b.cfg.arm == "fr3" and b.cfg.host == franky_sim_host
         yield b
 
 
@@ -117,5 +121,8 @@ def test_connection_errors_and_config():
         FrankyConfig(realtime="maybe")
     with pytest.raises(ConfigError, match="relative_dynamics_factor"):
         FrankyConfig(relative_dynamics_factor=0.0)
+    assert FrankyBackend(spec=PANDA, gripper=False).cfg.arm == "panda"
+    with pytest.raises(ConfigError, match="FrankyConfig fields"):
+        FrankyBackend(hostname="x")
     with pytest.raises(Vjepa2RosError, match="cannot connect"):
         FrankyBackend(FrankyConfig(host="127.0.0.254", realtime="ignore", gripper=False)).connect()

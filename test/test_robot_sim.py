@@ -9,6 +9,8 @@ from vjepa2_ros.errors import ConfigError, SafetyError
 
 sim_mod = pytest.importorskip("vjepa2_ros.robot.sim")
 from vjepa2_ros.robot.backend import make_backend  # noqa: E402
+from vjepa2_ros.robot.kinematics import FR3  # noqa: E402
+from vjepa2_ros.robot.safety import SafetyConfig  # noqa: E402
 from vjepa2_ros.robot.sim import PandaSim, SimBackend, SimConfig  # noqa: E402
 
 
@@ -23,6 +25,11 @@ def test_registry_builds_the_sim_backend(backend):
     assert isinstance(backend, SimBackend) and backend.name == "sim" and backend.is_connected
     with pytest.raises(ConfigError, match="unknown robot backend 'ur5'"):
         make_backend("ur5")
+    # The way control.stack builds it: spec and safety by keyword, SimConfig fields as overrides.
+    b = make_backend("sim", spec=FR3, safety=SafetyConfig(joint_margin_rad=0.1), render=False)
+    assert b.spec is FR3 and b.cfg.render is False and b.envelope.cfg.joint_margin_rad == 0.1
+    with pytest.raises(ConfigError, match="SimConfig fields"):
+        make_backend("sim", camera_size=64)
 
 
 def test_reaches_joint_target_and_renders_the_motion(backend):

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import numpy as np
 
 from vjepa2_ros.errors import ConfigError, SafetyError, Vjepa2RosError
 from vjepa2_ros.robot.backend import RobotBackend, RobotState
-from vjepa2_ros.robot.kinematics import ARM_SPECS, arm_spec
+from vjepa2_ros.robot.kinematics import ARM_SPECS, ArmSpec, arm_spec
 from vjepa2_ros.robot.safety import SafetyConfig
 
 REALTIME = ("enforce", "ignore")   # franky.RealtimeConfig.Enforce / .Ignore
@@ -68,11 +68,20 @@ class FrankyBackend(RobotBackend):
     Args:
         cfg: host, arm model, realtime mode, dynamics factor, gripper settings.
         safety: limits of the envelope every target passes.
+        spec: the arm's limits; when given it sets cfg.arm (PANDA -> "panda", FR3 -> "fr3").
+        **overrides: FrankyConfig fields to replace in cfg (e.g. host="172.16.0.2").
     """
 
     name = "franky"
 
-    def __init__(self, cfg: FrankyConfig = FrankyConfig(), safety: SafetyConfig = SafetyConfig()):
+    def __init__(self, cfg: FrankyConfig = FrankyConfig(), safety: SafetyConfig = SafetyConfig(), *,
+                 spec: ArmSpec | None = None, **overrides: Any):
+        if spec is not None:
+            overrides["arm"] = spec.name
+        try:
+            cfg = replace(cfg, **overrides)
+        except TypeError as e:
+            raise ConfigError(f"FrankyBackend: {e}; FrankyConfig fields are {list(FrankyConfig.__annotations__)}") from None
         super().__init__(arm_spec(cfg.arm), safety)
         self.cfg = cfg
         self._franky = _import_franky()

@@ -21,15 +21,16 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import threading  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vjepa2_ros.errors import ConfigError, SafetyError  # noqa: E402
 from vjepa2_ros.robot.backend import Camera, CameraFrame, RobotBackend, RobotState  # noqa: E402
-from vjepa2_ros.robot.kinematics import HAND_YAW_RAD, PANDA  # noqa: E402
+from vjepa2_ros.robot.kinematics import HAND_YAW_RAD, PANDA, ArmSpec  # noqa: E402
 from vjepa2_ros.robot.safety import SafetyConfig  # noqa: E402
 
 # DROID's reset configuration (robot at rest above the table, hand pointing down).
@@ -241,13 +242,21 @@ class SimBackend(RobotBackend):
     Args:
         cfg: the scene and timing mode.
         safety: limits of the envelope every target passes.
+        spec: the limits the envelope applies. The simulated arm is a Panda; the FR3 has the
+            same kinematics, so spec=FR3 runs an FR3 configuration on it (the sim's actuators
+            still stop at the Panda's joint range).
+        **overrides: SimConfig fields to replace in cfg (e.g. real_time=True).
     """
 
     name = "sim"
 
-    def __init__(self, cfg: SimConfig = SimConfig(), safety: SafetyConfig = SafetyConfig()):
-        super().__init__(PANDA, safety)
-        self.cfg = cfg
+    def __init__(self, cfg: SimConfig = SimConfig(), safety: SafetyConfig = SafetyConfig(), *,
+                 spec: ArmSpec = PANDA, **overrides: Any):
+        super().__init__(spec, safety)
+        try:
+            self.cfg = replace(cfg, **overrides)
+        except TypeError as e:
+            raise ConfigError(f"SimBackend: {e}; SimConfig fields are {list(SimConfig.__annotations__)}") from None
         self.sim: PandaSim | None = None
         self._lock = threading.RLock()
         self._running = threading.Event()
