@@ -179,6 +179,25 @@ def test_float16_graph_matches_torch_float16_and_bfloat16_graph_is_valid(models,
         open_runtime(RuntimeConfig(kind="onnxruntime", engine_dir=str(tmp_path), precision="bfloat16"))
 
 
+def test_large_graphs_keep_weights_in_external_data_covered_by_the_manifest(models, tmp_path, monkeypatch):
+    from vjepa2_ros.engines import onnx_export
+    monkeypatch.setattr(onnx_export, "PROTOBUF_LIMIT_BYTES", 0)     # as the ViT-g graphs (> 2 GB) are written
+    encoder, predictor = models
+    export_onnx(encoder, predictor, tmp_path, ExportConfig(steps=(3,)), weights_id(AC_FILE), weights_id(ENC_FILE))
+    m = read_manifest(tmp_path / "predictor-T3-float32.onnx")
+    assert sorted(m.files) == ["predictor-T3-float32.onnx", "predictor-T3-float32.onnx.data"]
+    assert (tmp_path / "predictor-T3-float32.onnx").stat().st_size < 100_000 < m.files[
+        "predictor-T3-float32.onnx.data"]["bytes"]
+    rt = open_runtime(runtime_cfg(tmp_path))
+    io = load_fixture("ac_predictor_tiny_io.safetensors")
+    torch.testing.assert_close(rt.predict(io["z_in"], io["actions_in"], io["states_in"]), io["out_heads4"],
+                               atol=1e-5, rtol=1e-5)
+    data = tmp_path / "predictor-T3-float32.onnx.data"
+    data.write_bytes(data.read_bytes()[:-4])
+    with pytest.raises(EngineError, match=r"onnx.data is \d+ bytes, its manifest says \d+ \(truncated"):
+        open_runtime(runtime_cfg(tmp_path))
+
+
 # -- refusing what does not match ---------------------------------------------------------------
 def test_other_model_config_is_refused_with_the_rebuild_command(engine_dir):
     with pytest.raises(EngineError, match=r"(?s)model config depth: file 2 vs wanted 3.*rebuild it with: "
