@@ -1,7 +1,7 @@
 """rosbag2 bags <-> `Episode`, without ROS (the `rosbags` library).
 
 Writing: MCAP storage by default (Humble users can play the `.mcap` file itself with
-`ros2 bag play -s mcap BAG/BAG_0.mcap`; Iron/Jazzy play the folder), sqlite3 on request, type
+`ros2 bag play -s mcap BAG/BAG.mcap`; Iron/Jazzy play the folder), sqlite3 on request, type
 definitions from the Humble or Jazzy type store. Every message is stamped (header and bag time)
 with its recorded time.
 
