@@ -88,7 +88,8 @@ def build_engine(onnx_path: str | Path, cfg: BuildConfig, device: str = "cuda", 
     profile_range = cfg.batch if source.network == "encoder" else cfg.samples
     timing_path = Path(cfg.timing_cache) if cfg.timing_cache else onnx_path.parent / "timing.cache"
 
-    torch.cuda.set_device(torch.device(device))
+    if torch.device(device).index is not None:
+        torch.cuda.set_device(torch.device(device))        # TensorRT builds on the current CUDA device
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     typed = strongly_typed(trt)
