@@ -1,4 +1,5 @@
-"""DDP under torchrun: 2 gloo processes with batch b train exactly like 1 process with batch 2b."""
+"""DDP under torchrun: 2 gloo processes with batch b train exactly like 1 process with batch 2b
+(on cached latents: rank 0 encodes, the other waits at a barrier)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         write_droid_episode(root / f"ep{i}", make_example_episode(steps=12, seed=i))
     config = dict(droid=[str(root)], encoder={"preset": "vit_tiny"}, predictor={"preset": "ac_tiny"}, steps=5,
                   batch_size=2, lr=1e-3, lr_start=1e-4, warmup_steps=2, anneal_steps=1, log_every=1,
-                  tensorboard=False, seed=0, out_dir=str(tmp_path / "ddp"))
+                  tensorboard=False, seed=0, out_dir=str(tmp_path / "ddp"), cache_latents=True, cache_dtype="float32")
     cfg_path = tmp_path / "train.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
@@ -62,3 +63,4 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert len(ddp) == len(one) == 5
     np.testing.assert_allclose(ddp, one, atol=1e-4, rtol=0)
     assert not np.allclose(one[0], one[-1])                     # it trained
+    assert len(list((tmp_path / "ddp" / "latents").glob("*.latents.npy"))) == 3

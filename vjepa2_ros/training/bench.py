@@ -45,56 +45,74 @@ def _bytes(n: float) -> str:
     return ""
 
 
-def main(args: argparse.Namespace) -> int:
+@dataclasses.dataclass(frozen=True)
+class Row:
+    mode: str
+    steps_per_s: float
+    input_bytes: int            # one clip in a batch (float32)
+    cache_bytes_per_frame: float | None
+    peak_gpu_bytes: int
+
+
+def run_modes(args: argparse.Namespace, work: Path) -> tuple[TrainConfig, list[Row], float]:
+    """Train the same tiny model online, online from RAM, and on cached latents; returns the rows
+    and the cache build time (s)."""
     from vjepa2_ros.data.droid import read_droid_episode, write_droid_episode
     from vjepa2_ros.data.episode import make_example_episode
 
-    torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(args.workdir or tmp)
-        root = work / "episodes"
-        for i in range(args.episodes):
-            if not (root / f"ep{i:03d}" / "trajectory.h5").is_file():
-                write_droid_episode(root / f"ep{i:03d}", make_example_episode(
-                    steps=args.episode_steps, height=args.camera[0], width=args.camera[1], seed=i))
-        base = TrainConfig(droid=(str(root),), encoder={"preset": "vit_tiny", "depth": args.encoder_depth},
-                           predictor={"preset": "ac_tiny"}, steps=args.steps, batch_size=args.batch_size,
-                           lr=1e-3, lr_start=1e-4, warmup_steps=2, anneal_steps=2, log_every=args.steps,
-                           ckpt_every=10 * args.steps, tensorboard=False, device=args.device, seed=0,
-                           cache_dtype="float16")
-        online = train(dataclasses.replace(base, out_dir=str(work / "online")), progress=False)
-        # the same without reading files: episodes decoded once and held in memory (the encoder's share)
-        in_memory = [read_droid_episode(p, step_s=base.step_s) for p in sorted(root.iterdir())]
-        resident = train(dataclasses.replace(base, out_dir=str(work / "resident")), memory_loaders(in_memory),
-                         progress=False)
-        cached_cfg = dataclasses.replace(base, out_dir=str(work / "cached"), cache_latents=True,
-                                         cache_dir=str(work / "latents"))
-        cached = train(cached_cfg, progress=False)
+    root = work / "episodes"
+    for i in range(args.episodes):
+        if not (root / f"ep{i:03d}" / "trajectory.h5").is_file():
+            write_droid_episode(root / f"ep{i:03d}", make_example_episode(
+                steps=args.episode_steps, height=args.camera[0], width=args.camera[1], seed=i))
+    base = TrainConfig(droid=(str(root),), encoder={"preset": "vit_tiny", "depth": args.encoder_depth},
+                       predictor={"preset": "ac_tiny"}, steps=args.steps, batch_size=args.batch_size,
+                       lr=1e-3, lr_start=1e-4, warmup_steps=args.steps // 10, anneal_steps=args.steps // 10,
+                       log_every=args.steps, ckpt_every=10 * args.steps, tensorboard=False, device=args.device,
+                       seed=0, cache_dtype="float16")
+    online = train(dataclasses.replace(base, out_dir=str(work / "online")), progress=False)
+    # the same without reading files: episodes decoded once and held in memory (the encoder's share)
+    episodes = [read_droid_episode(p, step_s=base.step_s) for p in sorted(root.iterdir())]
+    resident = train(dataclasses.replace(base, out_dir=str(work / "resident")), memory_loaders(episodes),
+                     progress=False)
+    cached = train(dataclasses.replace(base, out_dir=str(work / "cached"), cache_latents=True,
+                                       cache_dir=str(work / "latents")), progress=False)
 
-        enc, pred = base.encoder_config(), base.predictor_config()
-        F, c, n, D = base.clip_frames, base.crop_size, pred.tokens_per_frame, enc.embed_dim
-        cache_files = sorted((work / "latents").glob("*.latents.npy"))
-        disk = sum(p.stat().st_size for p in cache_files)
-        total_frames = args.episodes * args.episode_steps
-        rows = [
-            ("online encoding", online.steps_per_s, 3 * F * c * c * 4, "-", online.peak_cuda_bytes),
-            ("online, in RAM", resident.steps_per_s, 3 * F * c * c * 4, "-", resident.peak_cuda_bytes),
-            ("cached latents", cached.steps_per_s, F * n * D * 4, _bytes(disk / total_frames), cached.peak_cuda_bytes),
-        ]
-    device = "cuda: " + torch.cuda.get_device_name() if (args.device != "cpu" and torch.cuda.is_available()) else "cpu"
-    print(f"bench train: tiny encoder depth {args.encoder_depth} + predictor depth 2, width {D}, {c} px, clips of {F} "
-          f"frames, batch {args.batch_size}, {args.steps} steps per mode, {args.episodes} episodes of "
-          f"{args.episode_steps} steps at {args.camera[1]}x{args.camera[0]} px, device {device}, "
-          f"{torch.get_num_threads()} CPU threads")
-    print(f"{'mode':<18}{'steps/s':>10}{'speed-up':>10}{'batch input/sample':>20}{'cache/frame':>13}"
-          f"{'peak GPU/sample':>17}")
-    for name, sps, sample_bytes, per_frame, peak in rows:
-        gpu = _bytes(peak / args.batch_size) if peak else "-"
-        print(f"{name:<18}{sps:>10.2f}{sps / rows[0][1]:>9.1f}x{_bytes(sample_bytes):>20}{per_frame:>13}{gpu:>17}")
-    print(f"cache build (encode {total_frames} frames once): {cached.cache_build_s:.2f} s "
-          f"= {cached.cache_build_s * cached.steps_per_s:.0f} cached steps")
-    for name, e in (("ViT-g 256 px", 1408),):
-        print(f"at the released size ({name}, 256 tokens x {e}): batch input per sample "
-              f"{_bytes(3 * F * 256 * 256 * 4)} online vs {_bytes(F * 256 * e * 4)} cached (float32 in the batch); "
-              f"cache on disk {_bytes(256 * e * 2)} per frame (float16)")
+    F, c = base.clip_frames, base.crop_size
+    n, D = base.predictor_config().tokens_per_frame, base.encoder_config().embed_dim
+    disk = sum(p.stat().st_size for p in (work / "latents").glob("*.latents.npy"))
+    frames = 3 * F * c * c * 4
+    rows = [Row("online encoding", online.steps_per_s, frames, None, online.peak_cuda_bytes),
+            Row("online, in RAM", resident.steps_per_s, frames, None, resident.peak_cuda_bytes),
+            Row("cached latents", cached.steps_per_s, F * n * D * 4, disk / (args.episodes * args.episode_steps),
+                cached.peak_cuda_bytes)]
+    return base, rows, cached.cache_build_s
+
+
+def main(args: argparse.Namespace) -> int:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg, rows, build_s = run_modes(args, Path(args.workdir or tmp))
+    finally:
+        torch.set_num_threads(threads)
+    cuda = args.device != "cpu" and torch.cuda.is_available()
+    enc = cfg.encoder_config()
+    print(f"bench train: tiny encoder depth {enc.depth} + predictor depth {cfg.predictor_config().depth}, width "
+          f"{enc.embed_dim}, {cfg.crop_size} px, clips of {cfg.clip_frames} frames, batch {args.batch_size}, "
+          f"{args.steps} steps per mode, {args.episodes} episodes of {args.episode_steps} steps at "
+          f"{args.camera[1]}x{args.camera[0]} px; device {torch.cuda.get_device_name() if cuda else 'cpu'}, "
+          f"{args.threads} CPU threads")
+    print(f"{'mode':<18}{'steps/s':>10}{'speed-up':>10}{'input/sample':>14}{'cache/frame':>13}{'peak GPU/batch':>16}")
+    for r in rows:
+        cache = _bytes(r.cache_bytes_per_frame) if r.cache_bytes_per_frame is not None else "-"
+        gpu = _bytes(r.peak_gpu_bytes / args.batch_size) if r.peak_gpu_bytes else "-"
+        print(f"{r.mode:<18}{r.steps_per_s:>10.2f}{r.steps_per_s / rows[0].steps_per_s:>9.1f}x"
+              f"{_bytes(r.input_bytes):>14}{cache:>13}{gpu:>16}")
+    print(f"cache build (every frame encoded once): {build_s:.2f} s = {build_s * rows[-1].steps_per_s:.0f} cached steps")
+    F = cfg.clip_frames
+    print(f"at the released size (ViT-g, 256 px, 256 tokens x 1408): input per sample {_bytes(3 * F * 256 * 256 * 4)} "
+          f"online vs {_bytes(F * 256 * 1408 * 4)} cached (float32 in the batch); cache on disk "
+          f"{_bytes(256 * 1408 * 2)} per frame (float16)")
     return 0

@@ -58,7 +58,7 @@ class TrainResult:
     start_step: int = 0
     steps_per_s: float = 0.0          # optimiser steps per second over the loop (first step excluded)
     cache_build_s: float = 0.0        # time to build the latent cache (0 when reused or online)
-    peak_cuda_bytes: int = 0
+    peak_cuda_bytes: int = 0         # torch.cuda.max_memory_allocated over the run
 
 
 class ACObjective(nn.Module):
@@ -195,6 +195,7 @@ def train(cfg: TrainConfig, loaders: Sequence[EpisodeLoader] | None = None, prog
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
+        torch.cuda.reset_peak_memory_stats(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     main_process = rank == 0
