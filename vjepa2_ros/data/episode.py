@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from vjepa2_ros.errors import ConfigError, DataError
+from vjepa2_ros.planning.pose import poses_to_actions
 
 DEFAULT_STEP_S = 0.25          # the paper's 4 Hz; the released checkpoint's true step is uncertain (spec i)
 
@@ -57,7 +58,6 @@ class Episode:
 
     def actions(self) -> np.ndarray:
         """DROID deltas between consecutive rows: [T-1, 7] (Δxyz, Euler(R_{t+1} R_tᵀ), Δgripper)."""
-        from vjepa2_ros.planning.pose import poses_to_actions
         return np.asarray(poses_to_actions(self.states), dtype=np.float64)
 
     def select(self, rows: np.ndarray) -> Episode:

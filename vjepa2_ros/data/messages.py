@@ -10,6 +10,7 @@ rosbags wants them; an rclpy node converts `data` with `array.array("B", data.to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +23,9 @@ RAW_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}    # 
 COMPRESSED_FORMATS = ("jpeg", "png")
 
 
+@functools.cache
 def default_types() -> Mapping[str, type]:
+    """rosbags' Jazzy message classes (built once)."""
     from rosbags.typesys import Stores, get_typestore
     return get_typestore(Stores.ROS2_JAZZY).types
 
