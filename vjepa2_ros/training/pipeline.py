@@ -28,7 +28,7 @@ from vjepa2_ros.training.config import TrainConfig
 from vjepa2_ros.training.train import CHECKPOINT, WEIGHTS, config_from_args, train
 
 # Fields that do not change what a finished run produced.
-RUN_ONLY_FIELDS = ("out_dir", "log_every", "ckpt_every", "num_workers", "tensorboard", "init_from", "cache_dir")
+RUN_ONLY_FIELDS = ("out_dir", "log_every", "ckpt_every", "num_workers", "tensorboard", "cache_dir")
 
 
 def _newest_input_ns(cfg: TrainConfig) -> int:

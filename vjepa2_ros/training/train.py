@@ -114,8 +114,8 @@ def save_checkpoint(path: Path, predictor: ACPredictor, optimizer: torch.optim.O
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, predictor: ACPredictor, optimizer: torch.optim.Optimizer) -> int:
-    """Restore what save_checkpoint wrote; returns the step to continue from."""
+def load_checkpoint(path: Path, predictor: ACPredictor, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
+    """Restore what save_checkpoint wrote; returns the step to continue from and the run's config."""
     from safetensors import safe_open
     from safetensors.torch import load_file
     if not path.is_file():
@@ -136,7 +136,7 @@ def load_checkpoint(path: Path, predictor: ACPredictor, optimizer: torch.optim.O
             state.setdefault(int(idx), {})[name] = v
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
     torch.set_rng_state(tensors["rng.torch"])
-    return int(meta["step"])
+    return int(meta["step"]), json.loads(meta["config"])
 
 
 def save_weights(path: Path, predictor: ACPredictor) -> None:
@@ -251,7 +251,10 @@ def train(cfg: TrainConfig, loaders: Sequence[EpisodeLoader] | None = None, prog
         # optimiser and resume -----------------------------------------------------------------
         optimizer = torch.optim.AdamW(param_groups(predictor, cfg.weight_decay), lr=cfg.lr_start,
                                       betas=tuple(cfg.betas), eps=cfg.eps)
-        start_step = load_checkpoint(out_dir / CHECKPOINT, predictor, optimizer) if cfg.init_from == "resume" else 0
+        start_step, run_cfg = 0, cfg
+        if cfg.init_from == "resume":
+            start_step, saved = load_checkpoint(out_dir / CHECKPOINT, predictor, optimizer)
+            run_cfg = dataclasses.replace(cfg, init_from=saved["init_from"])   # how the run began
         if start_step >= cfg.steps and main_process:
             print(f"train: checkpoint is at step {start_step} of {cfg.steps}; nothing to do")
         sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, world, rank, cfg.seed, start_step, cfg.steps)
@@ -305,7 +308,7 @@ def train(cfg: TrainConfig, loaders: Sequence[EpisodeLoader] | None = None, prog
                 if log is not None:
                     log.write(row)
             if main_process and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-                save_checkpoint(out_dir / CHECKPOINT, predictor, optimizer, step, cfg)
+                save_checkpoint(out_dir / CHECKPOINT, predictor, optimizer, step, run_cfg)
                 save_weights(out_dir / WEIGHTS, predictor)
         bar.close()
         if t_first is not None and step - start_step > 1:
