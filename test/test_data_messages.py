@@ -67,6 +67,8 @@ def test_unknown_encoding_and_bad_data_are_named():
         image_msg_to_rgb(SimpleNamespace(encoding="rgb8", height=2, width=1, step=3, data=b"\0" * 5))
     with pytest.raises(DataError, match="'format' is 'tiff'"):
         image_msg_to_rgb(SimpleNamespace(format="tiff", data=b"\0"))
+    with pytest.raises(DataError, match="compressedDepth png"):
+        image_msg_to_rgb(SimpleNamespace(format="16UC1; compressedDepth png", data=b"\0"))
     with pytest.raises(DataError, match="does not decode"):
         image_msg_to_rgb(SimpleNamespace(format="jpeg", data=b"not a jpeg"))
 

@@ -125,7 +125,7 @@ def _raw_to_rgb(msg: Any) -> np.ndarray:
 
 def _compressed_to_rgb(msg: Any) -> np.ndarray:
     fmt = str(msg.format).lower()
-    if not any(f in fmt for f in ("jpeg", "jpg", "png")):
+    if "compresseddepth" in fmt or not any(f in fmt for f in ("jpeg", "jpg", "png")):
         raise DataError(f"CompressedImage field 'format' is {msg.format!r}; supported: jpeg, png")
     buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data, dtype=np.uint8)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
