@@ -70,3 +70,14 @@ def test_bench_measures_each_available_runtime_against_torch_eager():
         assert any(m.startswith("skipped    tensorrt") for m in messages)
     text = table(rows, cfg)
     assert "vs torch eager" in text and "onnxruntime      predict S=8 T=1" in text
+
+
+def test_engine_modules_import_neither_tensorrt_nor_onnxruntime():
+    import subprocess
+    import sys
+    modules = ["bench", "build", "export", "factory", "manifest", "onnx_export", "ort_runtime", "torch_runtime",
+               "trt_build", "trt_runtime"]
+    code = ("import sys\n" + "".join(f"import vjepa2_ros.engines.{m}\n" for m in modules)
+            + "print(sorted(m for m in ('tensorrt', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
