@@ -198,3 +198,22 @@ def test_activation_checkpointing_gives_the_same_gradients(droid_root, tmp_path)
         tiny_config(tmp_path).predictor_config()))
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_fine_tuning_starts_from_the_given_checkpoint(droid_root, tmp_path):
+    """init_from an official-layout predictor file; with lr 0 at step 0 the saved weights equal it."""
+    from conftest import FIXTURES, load_fixture
+    cfg = tiny_config(tmp_path, droid_root, steps=1, warmup_steps=1, lr_start=0.0,
+                      init_from=str(FIXTURES / "ac_predictor_tiny_weights.safetensors"))
+    train(cfg, progress=False)
+    from safetensors.torch import load_file
+    saved, official = load_file(str(tmp_path / "predictor.safetensors")), load_fixture("ac_predictor_tiny_weights.safetensors")
+    assert saved.keys() == official.keys()
+    for k, v in official.items():
+        torch.testing.assert_close(saved[k], v, atol=0, rtol=0, msg=k)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on hosts without CUDA")
+def test_cuda_device_without_cuda_is_a_config_error(droid_root, tmp_path):
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        train(tiny_config(tmp_path, droid_root, device="cuda"), progress=False)

@@ -266,7 +266,7 @@ def train(cfg: TrainConfig, loaders: Sequence[EpisodeLoader] | None = None, prog
         from tqdm import tqdm
         bar = tqdm(total=cfg.steps, initial=start_step, desc="train", unit="step",
                    disable=not (main_process and progress))
-        step, t_first, t_last = start_step, None, time.perf_counter()
+        step, t_first, t_last, last_logged = start_step, None, time.perf_counter(), start_step
         for batch in data:
             lr = wsd_lr(step, cfg.steps, cfg.lr, cfg.lr_start, cfg.lr_final, cfg.warmup_steps, cfg.anneal_steps)
             for group in optimizer.param_groups:
@@ -288,6 +288,8 @@ def train(cfg: TrainConfig, loaders: Sequence[EpisodeLoader] | None = None, prog
             step += 1
             bar.update(1)
             if t_first is None:
+                if cuda:
+                    torch.cuda.synchronize(device)
                 t_first = time.perf_counter()                     # timing excludes the first (warm-up) step
             if step % cfg.log_every == 0 or step == cfg.steps:
                 stats = torch.stack([losses["total"], losses["tf"], losses["rollout"]]).detach().float()
@@ -301,8 +303,8 @@ def train(cfg: TrainConfig, loaders: Sequence[EpisodeLoader] | None = None, prog
                 now = time.perf_counter()
                 row = {"step": step, "lr": lr, "loss": total, "loss_tf": tf, "loss_rollout": ar,
                        "grad_norm": float(grad_norm), "time_s": now - t_last,
-                       "clips_per_s": cfg.log_every * cfg.batch_size * world / max(now - t_last, 1e-9)}
-                t_last = now
+                       "clips_per_s": (step - last_logged) * cfg.batch_size * world / max(now - t_last, 1e-9)}
+                t_last, last_logged = now, step
                 result.rows.append(row)
                 bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2e}")
                 if log is not None:
@@ -311,6 +313,8 @@ def train(cfg: TrainConfig, loaders: Sequence[EpisodeLoader] | None = None, prog
                 save_checkpoint(out_dir / CHECKPOINT, predictor, optimizer, step, run_cfg)
                 save_weights(out_dir / WEIGHTS, predictor)
         bar.close()
+        if cuda:
+            torch.cuda.synchronize(device)
         if t_first is not None and step - start_step > 1:
             result.steps_per_s = (step - start_step - 1) / (time.perf_counter() - t_first)
         if cuda:
