@@ -45,9 +45,11 @@ def _numbers(v):
 def test_replay_droid_episode_writes_a_complete_report(episode_dir, tmp_path):
     out = tmp_path / "report"
     argv = ["replay", str(episode_dir), "--tiny", "--out", str(out), "--landscape-steps", "0", "2",
+            "--landscape-axes", "x", "z", "--landscape-points", "5",
             "--compare-step-s", "0.5", "1.0"] + SMALL_CEM
     assert cli.main(argv) == 0
-    assert {p.name for p in out.iterdir()} == {"report.md", "metrics.csv", "summary.json", "prediction_error.png",
+    assert {p.name for p in out.iterdir()} == {"report.md", "metrics.csv", "summary.json", "landscapes.json",
+                                                 "prediction_error.png",
                                                  "actions.png", "energy.png", "landscape_step_0000.png",
                                                  "landscape_step_0002.png"}
     for png in out.glob("*.png"):
@@ -64,6 +66,9 @@ def test_replay_droid_episode_writes_a_complete_report(episode_dir, tmp_path):
     assert len(numbers) > 40 and all(x is not None and math.isfinite(x) for x in numbers)
     assert summary["steps"] == 8 and summary["step_s"] == 0.25
     assert [c["step_s"] for c in summary["step_comparison"]] == [0.25, 0.5, 1.0]
+    grids = json.loads((out / "landscapes.json").read_text())
+    assert sorted(grids) == ["0", "2"] and grids["2"]["axes"] == ["x", "z"]
+    assert np.asarray(grids["2"]["energy"]).shape == (5, 5) and np.isfinite(grids["2"]["energy"]).all()
     page = (out / "report.md").read_text()
     assert "![landscape_step_0002.png](landscape_step_0002.png)" in page and "n/a" not in page.split("## Plots")[0]
 

@@ -1,4 +1,5 @@
-"""A replay's report folder: report.md with PNG plots, metrics.csv (one row per step), summary.json."""
+"""A replay's report folder: report.md with PNG plots, metrics.csv (one row per step), summary.json,
+landscapes.json (the energy grids behind the landscape plots)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def write_report(out_dir: str | Path, result: ReplayResult) -> Path:
         writer.writeheader()
         writer.writerows(result.rows)
     (out / "summary.json").write_text(json.dumps(_finite_or_none(result.summary), indent=1))
+    if result.landscapes:
+        grids = {str(step): {k: np.asarray(v).tolist() if k == "energy" else v for k, v in land.items()}
+                 for step, land in sorted(result.landscapes.items())}
+        (out / "landscapes.json").write_text(json.dumps(_finite_or_none(grids)))
     plots = [_plot_prediction(out, result), _plot_actions(out, result), _plot_energy(out, result)]
     plots += [_plot_landscape(out, step, land) for step, land in sorted(result.landscapes.items())]
     page = out / "report.md"
@@ -111,7 +116,8 @@ def _markdown(result: ReplayResult, plots: list[str]) -> str:
         f"{s['steps']} planned; goal: {s['goal']}.",
         f"Model: {s['model'].get('runtime', '?')} on {s['model'].get('device', '?')}; CEM horizon {s['cem']['horizon']}, "
         f"{s['cem']['samples']} samples, {s['cem']['iterations']} iterations, maxnorm {s['cem']['maxnorm']} m.",
-        "", "Files: [metrics.csv](metrics.csv) (one row per step), [summary.json](summary.json).", "",
+        "", "Files: [metrics.csv](metrics.csv) (one row per step), [summary.json](summary.json)"
+        + (", [landscapes.json](landscapes.json)." if result.landscapes else "."), "",
         "## Latent prediction error (recorded actions)", "",
         "| horizon | model mean | copy baseline | model / copy |", "|---|---|---|---|",
     ]

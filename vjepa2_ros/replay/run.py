@@ -43,7 +43,7 @@ class ReplayConfig:
     stride: int = 1                           # plan every stride-th step
     max_steps: int | None = None              # stop after this many planning steps
     landscape_steps: tuple[int, ...] = (0,)   # steps (indices into the replayed steps) to sweep the energy at
-    landscape_grid_m: tuple[float, ...] = tuple(np.linspace(-0.075, 0.075, 9).round(6))   # Δ per axis (m)
+    landscape_grid_m: tuple[float, ...] = tuple(np.linspace(-0.075, 0.075, 9).round(6).tolist())   # Δ per axis (m)
     landscape_axes: tuple[str, str] = ("x", "y")
     sign_deadband_m: float = 0.001            # |Δ| below this counts as no motion (sign 0, no angle)
     compare_step_s: tuple[float, ...] = ()    # extra step durations for the 1-step prediction comparison
@@ -59,6 +59,9 @@ class ReplayConfig:
             raise ConfigError(f"max_steps must be None or >= 1, got {self.max_steps!r}")
         if not self.sign_deadband_m >= 0:
             raise ConfigError(f"sign_deadband_m must be >= 0, got {self.sign_deadband_m!r}")
+        if len(self.landscape_grid_m) < 2 or len(self.landscape_axes) != 2:
+            raise ConfigError(f"the energy landscape needs >= 2 grid points and 2 axes, got "
+                              f"{len(self.landscape_grid_m)} points, axes {self.landscape_axes}")
         if any(not s > 0 for s in self.compare_step_s):
             raise ConfigError(f"compare_step_s must all be > 0 seconds, got {self.compare_step_s!r}")
 
@@ -207,6 +210,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--landscape-steps", type=int, nargs="*", default=[0],
                         help="replayed-step indices to plot the energy landscape at")
+    parser.add_argument("--landscape-axes", nargs=2, default=["x", "y"], choices=("x", "y", "z"))
+    parser.add_argument("--landscape-extent-m", type=float, default=0.075, help="grid from -extent to +extent (m)")
+    parser.add_argument("--landscape-points", type=int, default=9, help="grid points per axis")
     parser.add_argument("--size", default=None, help="resize frames to HEIGHTxWIDTH before encoding")
     parser.add_argument("--roi", type=int, nargs=4, default=None, metavar=("X", "Y", "W", "H"),
                         help="camera crop applied before the model's centre crop (as the station's model.roi)")
@@ -241,7 +247,9 @@ def main(args: argparse.Namespace) -> int:
     from vjepa2_ros.replay.report import write_report
     cfg = ReplayConfig(step_s=args.step_s, goal_offset=args.goal_offset, horizon=args.horizon, stride=args.stride,
                        max_steps=args.max_steps, landscape_steps=tuple(args.landscape_steps),
-                       compare_step_s=tuple(args.compare_step_s))
+                       landscape_grid_m=tuple(np.linspace(-args.landscape_extent_m, args.landscape_extent_m,
+                                                          args.landscape_points).round(6).tolist()),
+                       landscape_axes=tuple(args.landscape_axes), compare_step_s=tuple(args.compare_step_s))
     cem_cfg = CEMConfig(horizon=args.plan_horizon, samples=args.samples, topk=args.topk, iterations=args.iterations,
                         maxnorm=args.maxnorm, bound=args.bound)
     topics = BagTopics(args.camera_topic, args.joint_states_topic, args.gripper_topic, args.flange_pose_topic)
