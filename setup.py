@@ -37,7 +37,8 @@ setup(
         # by scripts/bootstrap.sh because its own dependencies pull dm_control) and franky.
         "sim": ["mujoco>=3.2", "franky-control>=2.0", "franky-sim>=1.0.4"],
         "data": ["rosbags>=0.10", "av>=12", "h5py>=3.10", "matplotlib>=3.8"],
-        "gpu": ["onnxruntime-gpu>=1.18"],   # TensorRT comes from NVIDIA's wheels/containers, see README
+        "gpu": ["onnxruntime-gpu>=1.18"],
+        "tensorrt": ["tensorrt-cu12>=10"],  # GPU hosts; or use the TensorRT of NVIDIA's containers (docker/)
     },
     entry_points={
         "console_scripts": [
