@@ -89,6 +89,10 @@ def test_bag_without_needed_topics(tmp_path, episode):
         read_bag_episode(bag, camera_topic="/joint_states")
     with pytest.raises(DataError, match="bag not found"):
         read_bag_episode(tmp_path / "nothing")
+    assert len(read_bag_episode(bag / "bag.mcap")) == len(episode)        # Humble users name the .mcap file
+    (bag / "metadata.yaml").unlink()
+    with pytest.raises(DataError, match=r"bag.mcap: a bare storage file"):
+        read_bag_episode(bag / "bag.mcap")
 
 
 def test_wrong_joint_names_are_named(tmp_path, episode):

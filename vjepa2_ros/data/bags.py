@@ -118,6 +118,11 @@ class BagReader:
         self.path = Path(path)
         if not self.path.exists():
             raise DataError(f"{self.path}: bag not found")
+        if self.path.is_file() and self.path.suffix in (".mcap", ".db3"):
+            if not (self.path.parent / "metadata.yaml").is_file():
+                raise DataError(f"{self.path}: a bare storage file; give the bag folder with its metadata.yaml "
+                                f"(`ros2 bag reindex` writes one)")
+            self.path = self.path.parent                  # the storage file of a bag folder: read the folder
         try:
             self._reader = AnyReader([self.path], default_typestore=_typestore(distro))
             self._reader.open()
