@@ -12,7 +12,7 @@ from vjepa2_ros import cli
 from vjepa2_ros.data.bags import write_episode_bag
 from vjepa2_ros.data.droid import read_droid_episode
 from vjepa2_ros.data.generate import generate_episodes
-from vjepa2_ros.errors import DataError
+from vjepa2_ros.errors import ConfigError, DataError
 from vjepa2_ros.planning.cem import CEMConfig
 from vjepa2_ros.planning.world_model import WorldModel
 from vjepa2_ros.replay.run import ReplayConfig, replay_episode
@@ -97,6 +97,8 @@ def test_replay_bag_and_its_errors(episode_dir, tmp_path, capsys):
     assert "neither a DROID episode folder" in capsys.readouterr().err
     short = read_droid_episode(episode_dir, step_s=1.0)
     with pytest.raises(DataError, match="too few to look 4 steps ahead"):
+        replay_episode(short, WorldModel.tiny(), CEMConfig(samples=8, topk=2, iterations=1), ReplayConfig(step_s=1.0))
+    with pytest.raises(ConfigError, match=r"resampled every 1.0 s but the replay is configured for step_s=0.25"):
         replay_episode(short, WorldModel.tiny(), CEMConfig(samples=8, topk=2, iterations=1))
 
 

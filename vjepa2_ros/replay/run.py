@@ -98,6 +98,10 @@ def replay_episode(episode: Episode, world_model: WorldModel, cem_cfg: CEMConfig
     """Replay a resampled episode (one row per model step). all_rows: the same recording at full
     rate, needed only for `compare_step_s`; hold_rule: the Planner option of the same name."""
     T = len(episode)
+    recorded_step = episode.meta.get("step_s")
+    if recorded_step is not None and abs(recorded_step - cfg.step_s) > 1e-9:
+        raise ConfigError(f"{episode.source} was resampled every {recorded_step} s but the replay is configured "
+                          f"for step_s={cfg.step_s} s; resample with episode.resample({cfg.step_s})")
     actions = episode.actions()                                                          # T-1, 7
     lookahead = max(cfg.horizon, cem_cfg.horizon, 0 if goal_image is not None else cfg.goal_offset)
     steps = list(range(0, T - lookahead, cfg.stride))[: cfg.max_steps]
