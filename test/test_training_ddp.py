@@ -1,5 +1,5 @@
 """DDP under torchrun: 2 gloo processes with batch b train exactly like 1 process with batch 2b
-(on cached latents: rank 0 encodes, the other waits at a barrier)."""
+(on cached latents, which both processes encode, half each)."""
 
 from __future__ import annotations
 

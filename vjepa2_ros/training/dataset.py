@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
 from vjepa2_ros.data.episode import Episode
@@ -170,11 +171,14 @@ def cache_key(cfg: TrainConfig, encoder_cfg: dict[str, Any], loaders: Sequence[E
 @torch.no_grad()
 def build_latent_cache(loaders: Sequence[EpisodeLoader], encoder: torch.nn.Module, preprocess: PreprocessConfig,
                        cache_dir: Path, key: dict[str, Any], clip_frames: int, device: torch.device,
-                       autocast: Callable[[], Any], chunk_frames: int = 32, progress: bool = True) -> DataReport:
+                       autocast: Callable[[], Any], rank: int = 0, world: int = 1, chunk_frames: int = 32,
+                       progress: bool = True) -> DataReport:
     """Encode every frame of every episode once: <cache_dir>/<k>.latents.npy [T, n, D] (normalised
     latents), <k>.states.npy [T, 7] f64, <k>.actions.npy [T-1, 7] f64, and index.json.
 
-    Reuses the cache when index.json has the same key. Returns the data report.
+    Reuses the cache when index.json has the same key. Under DDP every process calls this and
+    encodes episodes rank, rank + world, ...; rank 0 writes the index (callers wait at a barrier
+    before reading it). Returns the data report.
     """
     from tqdm import tqdm
     index_path = cache_dir / "index.json"
@@ -183,11 +187,16 @@ def build_latent_cache(loaders: Sequence[EpisodeLoader], encoder: torch.nn.Modul
         if index.get("key") == key:
             return _report_from_index(index)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    report, episodes = DataReport(), []
     dtype = np.dtype(key["dtype"])
-    for k, (name, load) in enumerate(tqdm(loaders, desc="encoding episodes", unit="ep", disable=not progress)):
-        ep = _try_read(name, load, clip_frames, report)
+    episodes: list[tuple[int, dict[str, Any]]] = []
+    skipped: list[tuple[int, str, str]] = []
+    mine = range(rank, len(loaders), world)
+    for k in tqdm(mine, desc="encoding episodes", unit="ep", disable=not (progress and rank == 0)):
+        name, load = loaders[k]
+        seen = DataReport()
+        ep = _try_read(name, load, clip_frames, seen)
         if ep is None:
+            skipped.append((k, *seen.skipped[0]))
             continue
         chunks = []
         for a in range(0, len(ep), chunk_frames):
@@ -199,12 +208,20 @@ def build_latent_cache(loaders: Sequence[EpisodeLoader], encoder: torch.nn.Modul
         _save_npy(cache_dir / f"{stem}.latents.npy", np.concatenate(chunks))
         _save_npy(cache_dir / f"{stem}.states.npy", ep.states)
         _save_npy(cache_dir / f"{stem}.actions.npy", ep.actions())
-        episodes.append({"source": name, "stem": stem, "steps": len(ep)})
-    index = {"key": key, "episodes": episodes, "skipped": [{"file": n, "reason": r} for n, r in report.skipped]}
-    tmp = index_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, index_path)
-    report.clips = len(clip_windows([e["steps"] for e in episodes], clip_frames))
+        episodes.append((k, {"source": name, "stem": stem, "steps": len(ep)}))
+    if world > 1:
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, (episodes, skipped))          # every rank's share, in episode order
+        episodes = sorted((e for p in parts for e in p[0]), key=lambda e: e[0])
+        skipped = sorted(s for p in parts for s in p[1])
+    index = {"key": key, "episodes": [e for _, e in episodes],
+             "skipped": [{"file": n, "reason": r} for _, n, r in skipped]}
+    if rank == 0:
+        tmp = index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(index, indent=1))
+        os.replace(tmp, index_path)
+    report = _report_from_index(index)
+    report.clips = len(clip_windows([e["steps"] for _, e in episodes], clip_frames))
     return report
 
 

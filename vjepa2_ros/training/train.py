@@ -232,11 +232,10 @@ def train(cfg: TrainConfig, loaders: Sequence[EpisodeLoader] | None = None, prog
             cache_dir = cfg.cache_path()
             key = cache_key(cfg, encoder.cfg.to_dict(), loaders)
             t0 = time.perf_counter()
-            if main_process:
-                build_latent_cache(loaders, encoder, preprocess, cache_dir, key, cfg.clip_frames, device, autocast,
-                                   progress=progress)
+            build_latent_cache(loaders, encoder, preprocess, cache_dir, key, cfg.clip_frames, device, autocast,
+                               rank, world, progress=progress)     # each process encodes its share
             if world > 1:
-                dist.barrier()                                      # the others wait for rank 0's cache
+                dist.barrier()                                      # rank 0 has written the index
             cache_build_s = time.perf_counter() - t0
             dataset: torch.utils.data.Dataset = LatentClips(cache_dir, cfg.clip_frames)
         else:
