@@ -117,6 +117,10 @@ class ControlConfig:
     gripper_deadband: float = 0.05         # closedness change (0..1) below which the gripper is not commanded
     settle_velocity_rad_s: float = 0.05    # blocking mode: plan only once every joint is slower than this
     record_dir: str | None = None          # write what the loop saw and decided here (None: no recording)
+    command_priority: int | None = None    # SCHED_FIFO priority 1..99 of the command thread (needs rtprio); None: normal
+    planner_nice: int = 10                 # nice increment of the planner thread (0..19): the command thread goes first
+    gil_switch_interval_s: float | None = 0.001  # CPython GIL hand-over interval while the loop runs (default 0.005):
+                                                 # the longest the command thread waits for the planner's Python code
 
     def __post_init__(self) -> None:
         _positive("rate_hz", self.rate_hz)
@@ -135,6 +139,12 @@ class ControlConfig:
         if not 0 <= self.gripper_deadband < 1:
             raise ConfigError(f"gripper_deadband must be in [0, 1), got {self.gripper_deadband}")
         _positive("settle_velocity_rad_s", self.settle_velocity_rad_s)
+        if self.command_priority is not None and not 1 <= self.command_priority <= 99:
+            raise ConfigError(f"command_priority must be 1..99 (SCHED_FIFO) or null, got {self.command_priority}")
+        if self.gil_switch_interval_s is not None and not 1e-5 <= self.gil_switch_interval_s <= 0.1:
+            raise ConfigError(f"gil_switch_interval_s must be in [1e-05, 0.1] s or null, got {self.gil_switch_interval_s}")
+        if not 0 <= self.planner_nice <= 19:
+            raise ConfigError(f"planner_nice must be in 0..19, got {self.planner_nice}")
 
     @property
     def period_s(self) -> float:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -99,9 +101,11 @@ class ControlLoop:
         self.plan_count = 0
         self.tick_count = 0
         self.last_plan: dict[str, Any] | None = None
-        self.tick_stamps: collections.deque[float] = collections.deque(maxlen=100_000)  # monotonic s
+        self.tick_stamps: collections.deque[float] = collections.deque(maxlen=100_000)  # tick starts, monotonic s
         self._threads: list[threading.Thread] = []
         self._running = threading.Event()
+        self._saved_switch_interval = sys.getswitchinterval()
+        self.realtime_priority = False            # True once the command thread runs SCHED_FIFO
 
     # --- state machine helpers -------------------------------------------------------------
     @property
@@ -190,6 +194,7 @@ class ControlLoop:
 
     # --- the command tick -----------------------------------------------------------------------
     def _tick(self) -> None:
+        self.tick_stamps.append(time.monotonic())
         now = self.clock()
         try:
             state = self.backend.read_state()
@@ -249,7 +254,6 @@ class ControlLoop:
                 self._fault(f"backend error sending the command: {type(e).__name__}: {e}")
                 self._stop_backend()
         self.tick_count += 1
-        self.tick_stamps.append(time.monotonic())
         g = float("nan") if gripper is None else gripper
         if self.publish is not None:
             self.publish(now, q_cmd, g, sent)
@@ -377,6 +381,9 @@ class ControlLoop:
         """Command thread at rate_hz + planner thread. Stop with `stop()`."""
         if self._threads:
             raise ConfigError("control loop already started")
+        self._saved_switch_interval = sys.getswitchinterval()
+        if self.ctl.gil_switch_interval_s is not None:           # process-wide while the loop runs; stop() restores
+            sys.setswitchinterval(self.ctl.gil_switch_interval_s)
         self._running.set()
         self._threads = [threading.Thread(target=self._command_thread, name="vjepa2-command", daemon=True),
                          threading.Thread(target=self._planner_thread, name="vjepa2-planner", daemon=True)]
@@ -393,8 +400,17 @@ class ControlLoop:
         for t in self._threads:
             t.join(timeout=5.0)
         self._threads = []
+        sys.setswitchinterval(self._saved_switch_interval)
 
     def _command_thread(self) -> None:
+        if self.ctl.command_priority is not None:
+            try:                                                  # this thread only (Linux: pid 0 = caller)
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.ctl.command_priority))
+                self.realtime_priority = True
+            except (OSError, AttributeError) as e:
+                log.warning("command thread stays at normal priority: SCHED_FIFO %d refused (%s); "
+                            "grant rtprio (limits.conf) or set control.command_priority: null",
+                            self.ctl.command_priority, e)
         period = self.period_s
         start = time.monotonic()
         k = 0
@@ -412,6 +428,11 @@ class ControlLoop:
             time.sleep(max(delay, 0.0))
 
     def _planner_thread(self) -> None:
+        if self.ctl.planner_nice:                                 # this thread (and the torch threads it starts)
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.ctl.planner_nice)
+            except (OSError, AttributeError) as e:
+                log.warning("planner thread keeps its priority: nice %d refused (%s)", self.ctl.planner_nice, e)
         while self._running.is_set():
             if self.plan_due(self.clock()):
                 self._plan_once()
