@@ -68,9 +68,8 @@ def train_stage(cfg: TrainConfig, progress: bool) -> str:
 
 
 def export_stage(cfg: TrainConfig, engine_dir: Path, precision: str, steps: tuple[int, ...], rebuild: str) -> str:
-    from vjepa2_ros.engines.manifest import Expected, check_manifest, io_specs, read_manifest, weights_id
+    from vjepa2_ros.engines.manifest import Expected, artifact_name, check_manifest, io_specs, read_manifest, weights_id
     from vjepa2_ros.engines.onnx_export import ExportConfig, export_onnx
-    from vjepa2_ros.engines.manifest import artifact_name
 
     weights = Path(cfg.out_dir) / WEIGHTS
     if not weights.is_file():
