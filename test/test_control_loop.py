@@ -7,6 +7,8 @@ the arm within one control period, report the reason, and recover only on reques
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from typing import Callable
 
 import cv2
@@ -115,11 +117,20 @@ class Rig:
         self.backend.disconnect()
 
     def q_cmd(self) -> np.ndarray:
-        return np.array([c[1] for c in self.commands])
+        return q_cmd(self.commands)
 
     def first_tick_in(self, state: LoopState) -> int:
-        """Index of the first command published in `state` (computed after the transition)."""
-        return next(i for i, c in enumerate(self.commands) if c[4] is state)
+        return first_tick_in(self.commands, state)
+
+
+def q_cmd(commands: list) -> np.ndarray:
+    """The published joint commands [N, 7]."""
+    return np.array([c[1] for c in commands])
+
+
+def first_tick_in(commands: list, state: LoopState) -> int:
+    """Index of the first command published in `state` (computed after the transition)."""
+    return next(i for i, c in enumerate(commands) if c[4] is state)
 
 
 @pytest.fixture
@@ -360,3 +371,46 @@ def test_recording_has_every_plan_command_and_transition(rig, tmp_path):
     assert len(rec["commands"]["t_s"]) == rig.loop.tick_count == len(rig.commands)
     np.testing.assert_array_equal(rec["commands"]["q_cmd"], rig.q_cmd())
     assert [e["state"] for e in rec["events"]] == ["active", "fault"]
+
+
+class SlowPlanner(CrashingPlanner):
+    """The real planner taking `delay_s` longer per plan (a big model on a small machine)."""
+
+    delay_s = 0.5
+
+    def plan(self, frame, state):
+        time.sleep(self.delay_s)
+        return super().plan(frame, state)
+
+
+def test_real_time_stream_never_waits_for_the_planner_and_faults_hold(world_model):
+    cfg = dataclasses.replace(CFG, control=dataclasses.replace(CFG.control, plan_period_s=0.0))
+    backend = FlakySim(SimConfig(camera_width=64, camera_height=64, real_time=True), cfg.safety)
+    backend.connect()
+    camera = SimCamera(backend)
+    planner = SlowPlanner(world_model, cfg.planning, seed=0)
+    commands = []
+    loop = ControlLoop(cfg, planner, backend, camera,
+                       publish=lambda t, q, g, sent: commands.append((t, q.copy(), g, sent, loop.state)))
+    switch_interval = sys.getswitchinterval()
+    try:
+        loop.set_goal_image(camera.read_latest().image)
+        loop.start()
+        time.sleep(1.6)
+        ticks, plans = loop.tick_count, loop.plan_count
+        assert ticks >= 120, f"{ticks} commands in 1.6 s at 100 Hz"
+        assert 2 <= plans <= 4                             # 0.5 s per plan
+        gaps = np.diff(np.array(loop.tick_stamps))
+        assert gaps.max() < 0.25, f"the command stream stalled {gaps.max():.3f} s (a plan takes 0.5 s)"
+        planner.crash = "worker died"
+        time.sleep(1.2)
+        assert (loop.state, loop.reason) == (LoopState.FAULT, "planner exception: RuntimeError: worker died")
+        q = q_cmd(commands)
+        speed = np.abs(np.diff(q[first_tick_in(commands, LoopState.FAULT) - 1:], axis=0))
+        assert np.all(speed[1:] <= speed[:-1] + 1e-9), "a command after the fault accelerated"
+        assert np.all(q[-10:] == q[-1]), "held still after the fault"
+    finally:
+        loop.stop()
+        backend.disconnect()
+    assert sys.getswitchinterval() == switch_interval
+    assert loop.state is LoopState.FAULT                   # stopping does not hide the fault

@@ -71,12 +71,12 @@ def test_state_machine_fault_needs_explicit_resume():
     sm = StateMachine()
     assert sm.state is LoopState.IDLE
     assert sm.activate("goal", 0.0) and sm.state is LoopState.ACTIVE
+    assert not sm.activate("second goal", 0.5)                  # already active: no new event
     assert sm.fault("stale camera", 1.0)
     assert not sm.fault("second fault", 1.1)                    # the first reason is kept
     assert (sm.state, sm.reason) == (LoopState.FAULT, "stale camera")
     assert not sm.activate("goal again", 2.0)                   # a new goal does not clear a fault
-    sm.hold("hold", 2.0)
-    sm.idle("cleared", 2.0)
+    assert not sm.hold("hold", 2.0) and not sm.idle("cleared", 2.0)
     assert sm.state is LoopState.FAULT
     sm.resume(has_goal=True, stamp_s=3.0)
     assert sm.state is LoopState.ACTIVE

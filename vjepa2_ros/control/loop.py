@@ -131,10 +131,10 @@ class ControlLoop:
 
     def hold(self, reason: str = "hold requested") -> None:
         """Brake to a stop and hold; planning pauses until `activate()` or a new goal."""
-        self.sm.hold(reason, self.clock())
         with self._lock:
             self._pending = None
-        self._record_event()
+        if self.sm.hold(reason, self.clock()):
+            self._record_event()
 
     def activate(self) -> None:
         """Leave idle / holding: execute plans (needs a goal). Faults need `resume()`."""
@@ -189,8 +189,8 @@ class ControlLoop:
             self.planner.clear_goal()
         with self._lock:
             self._pending = None
-        self.sm.idle("goal cleared", self.clock())
-        self._record_event()
+        if self.sm.idle("goal cleared", self.clock()):
+            self._record_event()
 
     # --- the command tick -----------------------------------------------------------------------
     def _tick(self) -> None:

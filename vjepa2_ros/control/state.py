@@ -69,23 +69,26 @@ class StateMachine:
     def activate(self, reason: str, stamp_s: float) -> bool:
         """idle/holding -> active. A fault is never left this way; returns whether it changed."""
         with self._lock:
-            if self._state is LoopState.FAULT:
+            if self._state in (LoopState.FAULT, LoopState.ACTIVE):
                 return False
-            if self._state is not LoopState.ACTIVE:
-                self._set(LoopState.ACTIVE, reason, stamp_s)
+            self._set(LoopState.ACTIVE, reason, stamp_s)
             return True
 
-    def hold(self, reason: str, stamp_s: float) -> None:
-        """idle/active -> holding (a fault stays a fault)."""
+    def hold(self, reason: str, stamp_s: float) -> bool:
+        """idle/active -> holding (a fault stays a fault); returns whether it changed."""
         with self._lock:
-            if self._state is not LoopState.FAULT:
-                self._set(LoopState.HOLDING, reason, stamp_s)
+            if self._state is LoopState.FAULT:
+                return False
+            self._set(LoopState.HOLDING, reason, stamp_s)
+            return True
 
-    def idle(self, reason: str, stamp_s: float) -> None:
-        """Goal cleared: -> idle (a fault stays a fault)."""
+    def idle(self, reason: str, stamp_s: float) -> bool:
+        """Goal cleared: -> idle (a fault stays a fault); returns whether it changed."""
         with self._lock:
-            if self._state is not LoopState.FAULT:
-                self._set(LoopState.IDLE, reason, stamp_s)
+            if self._state is LoopState.FAULT:
+                return False
+            self._set(LoopState.IDLE, reason, stamp_s)
+            return True
 
     def fault(self, reason: str, stamp_s: float) -> bool:
         """Any state -> fault. The first fault's reason is kept; returns True if this call set it."""
