@@ -67,7 +67,8 @@ def train_stage(cfg: TrainConfig, progress: bool) -> str:
     return f"train: trained {cfg.steps} steps"
 
 
-def export_stage(cfg: TrainConfig, engine_dir: Path, precision: str, steps: tuple[int, ...], rebuild: str) -> str:
+def export_stage(cfg: TrainConfig, engine_dir: Path, precision: str, steps: tuple[int, ...], rebuild: str,
+                 progress: bool = True) -> str:
     from vjepa2_ros.engines.manifest import Expected, artifact_name, check_manifest, io_specs, read_manifest, weights_id
     from vjepa2_ros.engines.onnx_export import ExportConfig, export_onnx
 
@@ -103,7 +104,7 @@ def export_stage(cfg: TrainConfig, engine_dir: Path, precision: str, steps: tupl
         load_official_checkpoint(cfg.encoder_checkpoint, encoder)
     predictor = load_official_checkpoint(weights, ACPredictor(pred_cfg, init=False))
     paths = export_onnx(encoder.eval(), predictor.eval(), engine_dir, export_cfg, pred_id, encoder_weights=enc_id,
-                        rebuild=rebuild, progress=True)
+                        rebuild=rebuild, progress=progress)
     return f"export: wrote {len(paths)} graphs to {engine_dir}"
 
 
@@ -153,6 +154,6 @@ def main(args: argparse.Namespace) -> int:
     steps = tuple(args.predictor_steps)
     rebuild = f"vjepa2-ros pipeline {args.config}" + (f" --out-dir {args.out_dir}" if args.out_dir else "")
     print(train_stage(cfg, progress=not args.no_progress))
-    print(export_stage(cfg, engine_dir, args.precision, steps, rebuild))
+    print(export_stage(cfg, engine_dir, args.precision, steps, rebuild, progress=not args.no_progress))
     print(build_stage(engine_dir, args.precision, steps, tuple(args.samples), tuple(args.batch), rebuild))
     return 0
