@@ -146,7 +146,7 @@ def rollout_final(world_model: Any, z_context: torch.Tensor, s_context: torch.Te
     S, H = actions.shape[:2]
     with timer.stage("pose"):
         # float64 like the official scipy path, then the latents' dtype.
-        states = integrate_actions(s_context.double(), actions.double()).to(actions.dtype)   # S, H+1, 7
+        states = integrate_actions(s_context.float().double(), actions.double()).to(actions.dtype)   # S, H+1, 7
     z_hist = z_context.expand(S, 1, *z_context.shape)                                         # S, 1, N, D (view)
     with timer.stage("predict"):
         for h in range(H):
