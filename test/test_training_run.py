@@ -20,7 +20,7 @@ from vjepa2_ros.data.episode import make_example_episode
 from vjepa2_ros.data.generate import generate_episodes
 from vjepa2_ros.errors import ConfigError, DataError
 from vjepa2_ros.model import ACPredictor, load_official_checkpoint
-from vjepa2_ros.training.config import TrainConfig
+from vjepa2_ros.training.config import TrainConfig, make_example_config
 from vjepa2_ros.training.dataset import GlobalBatchSampler
 from vjepa2_ros.training.schedule import wsd_lr
 from vjepa2_ros.training.train import train
@@ -42,10 +42,7 @@ def write_droid(root: Path, count: int, steps: int = 16) -> Path:
 
 
 def tiny_config(out_dir: Path, droid: Path | None = None, **changes) -> TrainConfig:
-    base = dict(droid=(str(droid),) if droid else (), encoder={"preset": "vit_tiny"}, predictor={"preset": "ac_tiny"},
-                steps=6, batch_size=4, lr=1e-3, lr_start=1e-4, warmup_steps=2, anneal_steps=0, log_every=1,
-                ckpt_every=100, out_dir=str(out_dir), tensorboard=False, seed=0)
-    return TrainConfig(**{**base, **changes})
+    return make_example_config(out_dir, (droid,) if droid else (), **changes)
 
 
 def losses(result) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from vjepa2_ros.training.config import TrainConfig
+from vjepa2_ros.training.config import TrainConfig, make_example_config
 from vjepa2_ros.training.dataset import memory_loaders
 from vjepa2_ros.training.train import train
 
@@ -65,11 +65,10 @@ def run_modes(args: argparse.Namespace, work: Path) -> tuple[TrainConfig, list[R
         if not (root / f"ep{i:03d}" / "trajectory.h5").is_file():
             write_droid_episode(root / f"ep{i:03d}", make_example_episode(
                 steps=args.episode_steps, height=args.camera[0], width=args.camera[1], seed=i))
-    base = TrainConfig(droid=(str(root),), encoder={"preset": "vit_tiny", "depth": args.encoder_depth},
-                       predictor={"preset": "ac_tiny"}, steps=args.steps, batch_size=args.batch_size,
-                       lr=1e-3, lr_start=1e-4, warmup_steps=args.steps // 10, anneal_steps=args.steps // 10,
-                       log_every=args.steps, ckpt_every=10 * args.steps, tensorboard=False, device=args.device,
-                       seed=0, cache_dtype="float16")
+    base = make_example_config(work, (root,), encoder={"preset": "vit_tiny", "depth": args.encoder_depth},
+                               steps=args.steps, batch_size=args.batch_size, warmup_steps=args.steps // 10,
+                               anneal_steps=args.steps // 10, log_every=args.steps, ckpt_every=10 * args.steps,
+                               device=args.device, cache_dtype="float16")
     online = train(dataclasses.replace(base, out_dir=str(work / "online")), progress=False)
     # the same without reading files: episodes decoded once and held in memory (the encoder's share)
     episodes = [read_droid_episode(p, step_s=base.step_s) for p in sorted(root.iterdir())]

@@ -180,3 +180,13 @@ def _model_config(cls: type, d: dict[str, Any], kind: str) -> Any:
     if unknown:
         raise ConfigError(f"train config: unknown {kind} fields {unknown}; expected 'preset' and a subset of {sorted(names)}")
     return cls.from_preset(preset, **d) if preset is not None else cls(**d)
+
+
+def make_example_config(out_dir: str | Path, droid: tuple[str, ...] = (), **changes: Any) -> TrainConfig:
+    """A tiny run for tests, benchmarks and CPU demos: 64 px tiny encoder and predictor, 6 steps
+    of 4 clips, short warmup, no anneal, a CSV row every step."""
+    base: dict[str, Any] = dict(droid=tuple(str(d) for d in droid), encoder={"preset": "vit_tiny"},
+                                predictor={"preset": "ac_tiny"}, steps=6, batch_size=4, lr=1e-3, lr_start=1e-4,
+                                warmup_steps=2, anneal_steps=0, log_every=1, ckpt_every=100, out_dir=str(out_dir),
+                                tensorboard=False, seed=0)
+    return TrainConfig(**{**base, **changes})
