@@ -10,14 +10,16 @@ Two activities share one `ControlLoop`:
 
 Real time: `start()` runs the tick in a command thread on a monotonic deadline schedule and
 planning in a planner thread, so the command stream never waits for a plan. Simulated time:
-`step()` / `run_steps(n)` run plan (when due, inline) + tick + `backend.advance(period)`, so a
+`step()` / `run_steps(n)` run tick + plan (when due, inline) + `backend.advance(period)`, so a
 run is deterministic. Mode "async" plans every `plan_period_s` on the freshest observation;
 mode "blocking" waits until the arm is at rest, plans, and moves for one model step.
 
-Any fault (stale camera or joint state, planner exception, non-finite plan, IK or safety
-rejection, backend error) puts the state machine in `fault` and the next tick brakes to a stop
-(`JointInterpolator.brake`): hold within one control period. Only `resume()` leaves a fault;
-`hold()` is always one call away.
+Any fault puts the state machine in `fault` and the arm brakes to a stop at the acceleration
+limit (`JointInterpolator.brake`), from the first command computed after the fault: the same
+tick for a stale or erroneous joint state, the next one for a failed send or a planning fault
+(planner exception, non-finite plan, IK or safety rejection, and a stale camera, which is
+checked when a plan needs the frame: no command between plans depends on a newer one). Only
+`resume()` leaves a fault; `hold()` is always one call away.
 """
 
 from __future__ import annotations
