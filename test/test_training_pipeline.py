@@ -69,6 +69,17 @@ def test_pipeline_runs_then_skips_then_redoes_what_changed(tmp_path, capsys):
     fourth = run(capsys, cfg)
     assert "the config changed" in fourth and "export: wrote" in fourth
 
+    # a run that stopped early (its checkpoint at step 2 of 3) is resumed, not restarted
+    from vjepa2_ros.training.config import TrainConfig
+    from vjepa2_ros.training.train import load_checkpoint, param_groups, save_checkpoint
+    pred = ACPredictor(PredictorConfig.tiny())
+    pred.extrinsics_encoder.requires_grad_(False)
+    opt = torch.optim.AdamW(param_groups(pred, 0.04))
+    _, saved = load_checkpoint(out / "checkpoint.safetensors", pred, opt)
+    save_checkpoint(out / "checkpoint.safetensors", pred, opt, 2, TrainConfig.from_dict(saved))
+    fifth = run(capsys, cfg)
+    assert "train: resumed from step 2 to 3" in fifth and "export: wrote" in fifth
+
     # the exported predictor computes the trained weights (onnxruntime vs torch)
     import onnxruntime as ort
     pred = load_official_checkpoint(out / "predictor.safetensors", ACPredictor(PredictorConfig.tiny())).eval()
