@@ -238,31 +238,37 @@ def _report_from_index(index: dict[str, Any]) -> DataReport:
 
 
 class LatentClips(Dataset):
-    """Clips of cached latents. Item: latents [F*n, D] f32, actions [F-1, 7], states [F, 7] f32."""
+    """Clips of cached latents. Item: latents [F*n, D] f32, actions [F-1, 7], states [F, 7] f32.
+
+    States and actions (small) are held in memory; each item memory-maps its episode's latents
+    and copies its window, so a DROID-sized cache needs neither RAM nor one mapping per episode.
+    """
 
     def __init__(self, cache_dir: Path, clip_frames: int) -> None:
-        index_path = Path(cache_dir) / "index.json"
+        self.cache_dir = Path(cache_dir)
+        index_path = self.cache_dir / "index.json"
         if not index_path.is_file():
             raise DataError(f"{cache_dir}: no latent cache (index.json missing); build it with build_latent_cache")
         index = json.loads(index_path.read_text())
         self.clip_frames = clip_frames
         self.report = _report_from_index(index)
-        self.arrays = [tuple(np.load(Path(cache_dir) / f"{e['stem']}.{part}.npy", mmap_mode="r")
-                             for part in ("latents", "actions", "states")) for e in index["episodes"]]
-        self.windows = clip_windows([len(a[0]) for a in self.arrays], clip_frames)
+        self.stems = [e["stem"] for e in index["episodes"]]
+        self.actions = [np.load(self.cache_dir / f"{stem}.actions.npy").astype(np.float32) for stem in self.stems]
+        self.states = [np.load(self.cache_dir / f"{stem}.states.npy").astype(np.float32) for stem in self.stems]
+        self.windows = clip_windows([len(s) for s in self.states], clip_frames)
         self.report.clips = len(self.windows)
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        e, s = self.windows[i]
-        latents, actions, states = self.arrays[int(e)]
+        e, s = (int(v) for v in self.windows[i])
         F = self.clip_frames
+        latents = np.load(self.cache_dir / f"{self.stems[e]}.latents.npy", mmap_mode="r")       # T, n, D
         z = torch.from_numpy(np.array(latents[s:s + F], dtype=np.float32))                      # F, n, D (a copy)
         return {"latents": z.flatten(0, 1),                                                     # F*n, D
-                "actions": torch.from_numpy(np.array(actions[s:s + F - 1], dtype=np.float32)),
-                "states": torch.from_numpy(np.array(states[s:s + F], dtype=np.float32))}
+                "actions": torch.from_numpy(self.actions[e][s:s + F - 1].copy()),
+                "states": torch.from_numpy(self.states[e][s:s + F].copy())}
 
 
 # -- batches ---------------------------------------------------------------------------------------
