@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from vjepa2_ros.data.bags import write_episode_bag
-from vjepa2_ros.data.droid import write_droid_episode
+from vjepa2_ros.data.droid import read_droid_episode, write_droid_episode
 from vjepa2_ros.data.episode import make_example_episode
 from vjepa2_ros.data.generate import generate_episodes
 from vjepa2_ros.errors import ConfigError, DataError
@@ -101,12 +101,13 @@ def test_resume_continues_with_identical_losses(droid_root, tmp_path):
     assert pred.predictor_embed.weight.shape == (64, 64)
 
 
-def test_bad_episode_and_bag_are_skipped_and_named(tmp_path):
+def test_bad_episode_and_bag_are_skipped_and_named(droid_root, tmp_path):
     root = write_droid(tmp_path / "droid", 3)
     (root / "ep01" / "trajectory.h5").write_bytes(b"not hdf5 at all")
     bags = tmp_path / "bags"
-    for i in range(2):
-        write_episode_bag(bags / f"bag{i}", make_example_episode(steps=12, seed=10 + i))
+    # bag0: a simulated 15 Hz recording with joint states (states come from forward kinematics), 16 steps
+    write_episode_bag(bags / "bag0", read_droid_episode(droid_root / "episode_000", step_s=None))
+    write_episode_bag(bags / "bag1", make_example_episode(steps=12, seed=11))
     mcap = next((bags / "bag1").glob("*.mcap"))
     mcap.write_bytes(mcap.read_bytes()[:300])                              # truncated recording
     cfg = tiny_config(tmp_path / "run", root, steps=2, bags=(str(bags),))
@@ -115,7 +116,7 @@ def test_bad_episode_and_bag_are_skipped_and_named(tmp_path):
     skipped = {Path(s["file"]).name: s["reason"] for s in report["skipped"]}
     assert set(skipped) == {"ep01", "bag1"}, report
     assert "trajectory.h5" in skipped["ep01"] and "bag" in skipped["bag1"]
-    assert len(report["used"]) == 3 and report["clips"] == 2 * 9 + 5
+    assert len(report["used"]) == 3 and report["clips"] == 3 * (16 - 8 + 1)
 
 
 def test_all_bad_data_stops_with_a_clear_error(tmp_path, capsys):
