@@ -41,3 +41,15 @@ def test_demo_uses_the_tiny_model_without_official_weights():
     cfg, source = choose_config(None)
     assert source.endswith("sim_demo.yaml")
     assert cfg.control.backend == "sim" and cfg.model.encoder == "vit_tiny"
+
+
+def test_weights_present_needs_the_files(tmp_path):
+    from vjepa2_ros.control.config import ModelConfig
+    from vjepa2_ros.control.demo import weights_present
+    ckpt = tmp_path / "ac.safetensors"
+    assert not weights_present(ModelConfig(checkpoint=str(ckpt)))
+    ckpt.write_bytes(b"")
+    assert weights_present(ModelConfig(checkpoint=str(ckpt)))
+    assert not weights_present(ModelConfig(checkpoint=str(ckpt), runtime="onnxruntime", engine_dir=str(tmp_path / "no")))
+    assert weights_present(ModelConfig(checkpoint=str(ckpt), runtime="onnxruntime", engine_dir=str(tmp_path)))
+    assert not weights_present(ModelConfig())

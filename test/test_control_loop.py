@@ -361,7 +361,7 @@ def test_recording_has_every_plan_command_and_transition(rig, tmp_path):
     run_active(rig)
     rig.planner.crash = "boom"
     rig.loop.run_steps(12)
-    rig.recorder.close()
+    rig.loop.close()                                       # finishes the recording
     rec = read_recording(tmp_path / "rec")
     assert len(rec["plans"]) == rig.loop.plan_count
     ok = [p for p in rec["plans"] if p["ok"]]

@@ -133,8 +133,7 @@ def run_demo(cfg: StackConfig, out: Path, seconds: float = 8.0, goal_offset_m=(0
                     energies.append(loop.last_plan["energy"])
             if k % every == 0:
                 frames.append(_video_frame(camera.read_latest().image, goal, state.stamp_s, dist[-1], loop.state.value))
-        if loop.recorder is not None:
-            loop.recorder.close()
+        loop.close()
         _write_video(out / f"demo.{video}", frames, fps)
         events = [(e.stamp_s, f"{e.state.value}: {e.reason}") for e in loop.sm.events[1:]]
         _plot(out / "demo.png", t, dist, plan_t, energies, events, cfg.model.checkpoint is not None)

@@ -441,11 +441,17 @@ class ControlLoop:
             else:
                 time.sleep(self.period_s / 2)
 
+    def close(self) -> None:
+        """Stop the threads (if started) and finish the recording; the backend stays connected."""
+        self.stop()
+        if self.recorder is not None:
+            self.recorder.close()
+
     def __enter__(self) -> "ControlLoop":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state.value, "reason": self.reason, "has_goal": bool(self.planner.has_goal),
