@@ -103,6 +103,8 @@ def _network_config(cls: type, spec: str | dict, what: str) -> Any:
 
 @dataclass(frozen=True)
 class ControlConfig:
+    """The control loop: rates and modes, the arm and its backend, sub-goals, threads."""
+
     rate_hz: float = 100.0                 # joint command stream rate
     mode: str = "async"                    # "async": plan in a thread while moving; "blocking": stop, plan, move
     model_step_s: float = 0.25             # duration one model action is spread over (paper: 0.25 s, see ARCHITECTURE)
@@ -136,6 +138,8 @@ class ControlConfig:
         _one_of("ee_frame", self.ee_frame, EE_FRAMES)
         if self.goal_advance_after_steps is not None and self.goal_advance_after_steps < 1:
             raise ConfigError(f"goal_advance_after_steps must be >= 1 or null, got {self.goal_advance_after_steps}")
+        if self.goal_advance_below_energy is not None and not self.goal_advance_below_energy > 0:
+            raise ConfigError(f"goal_advance_below_energy must be > 0 or null, got {self.goal_advance_below_energy}")
         if not 0 <= self.gripper_deadband < 1:
             raise ConfigError(f"gripper_deadband must be in [0, 1), got {self.gripper_deadband}")
         _positive("settle_velocity_rad_s", self.settle_velocity_rad_s)
