@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from vjepa2_ros.planning import CEMConfig, integrate_pose, make_example_frame, make_example_state, run_cem
-from vjepa2_ros.planning.bench import NotebookPlanner, add_arguments, main, notebook_compute_new_pose, random_world_model
+from vjepa2_ros.planning.bench import (NotebookPlanner, add_arguments, main, notebook_compute_new_pose,
+                                       random_world_model)
 
 
 def test_notebook_pose_update_equals_batched_pose_math():

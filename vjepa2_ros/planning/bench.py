@@ -37,7 +37,8 @@ from vjepa2_ros.planning.cem import CEMConfig, _bound, run_cem
 from vjepa2_ros.planning.planner import make_example_frame, make_example_state
 from vjepa2_ros.planning.world_model import WorldModel, rollout_bytes_per_sample
 
-PRESETS = {"tiny": (EncoderConfig.tiny, PredictorConfig.tiny), "giant": (EncoderConfig.vit_giant, PredictorConfig.ac_vit_giant)}
+PRESETS = {"tiny": (EncoderConfig.tiny, PredictorConfig.tiny),
+           "giant": (EncoderConfig.vit_giant, PredictorConfig.ac_vit_giant)}
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Dense bf16/fp16 tensor-core peaks (TFLOP/s) for the FLOP floor; --peak-tflops overrides.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "4090": 165.0, "L40S": 362.0, "A6000": 155.0}

@@ -58,7 +58,7 @@ class CEMConfig:
     maxnorm_rot: float = 0.1               # rad per step, per-axis bound on rotation deltas (plan_rotation)
     warm_start: bool = False               # beyond Meta: start from the previous plan shifted one step (Planner)
     early_stop_spread: float | None = None  # beyond Meta: stop once max elite std < this (m / rad / gripper)
-    time_budget_s: float | None = None     # beyond Meta: stop iterating before this many seconds pass
+    time_budget_s: float | None = None     # beyond Meta: stop iterating before this many seconds of CEM pass
 
     def __post_init__(self) -> None:
         for name in ("horizon", "samples", "topk", "iterations"):
@@ -78,7 +78,8 @@ class CEMConfig:
         if self.bound not in BOUNDS:
             raise ConfigError(f"CEMConfig.bound must be one of {BOUNDS}, got {self.bound!r}")
         if self.close_gripper is not None and (not isinstance(self.close_gripper, int) or self.close_gripper < 0):
-            raise ConfigError(f"CEMConfig.close_gripper must be None or a horizon step >= 0, got {self.close_gripper!r}")
+            raise ConfigError(f"CEMConfig.close_gripper must be None or a horizon step >= 0, "
+                              f"got {self.close_gripper!r}")
         if not self.gripper_deadband >= 0:
             raise ConfigError(f"CEMConfig.gripper_deadband must be >= 0, got {self.gripper_deadband!r}")
         if self.early_stop_spread is not None and not self.early_stop_spread > 0:
@@ -202,11 +203,13 @@ def _momenta(cfg: CEMConfig, device: torch.device) -> tuple[torch.Tensor, ...]:
     """
     n = len(cfg.planned_dims) - 1
     w = lambda body, grip: torch.tensor([body] * n + [grip], device=device)   # noqa: E731
-    return (w(1.0 - cfg.momentum_mean, 1.0 - cfg.momentum_mean_gripper), w(cfg.momentum_mean, cfg.momentum_mean_gripper),
-            w(1.0 - cfg.momentum_std, 1.0 - cfg.momentum_std_gripper), w(cfg.momentum_std, cfg.momentum_std_gripper))
+    return (w(1.0 - cfg.momentum_mean, 1.0 - cfg.momentum_mean_gripper),
+            w(cfg.momentum_mean, cfg.momentum_mean_gripper),
+            w(1.0 - cfg.momentum_std, 1.0 - cfg.momentum_std_gripper),
+            w(cfg.momentum_std, cfg.momentum_std_gripper))
 
 
-def run_cem(world_model: Any, z_context: torch.Tensor, s_context: torch.Tensor, z_goal: torch.Tensor,
+def run_cem(world_model: PredictsNext, z_context: torch.Tensor, s_context: torch.Tensor, z_goal: torch.Tensor,
             cfg: CEMConfig, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
             init_mean: torch.Tensor | None = None, timer: StageTimer | None = None) -> CEMResult:
     """CEM with diagnostics. z_context [N, D], s_context [7], z_goal [N, D].
@@ -269,7 +272,7 @@ def run_cem(world_model: Any, z_context: torch.Tensor, s_context: torch.Tensor, 
     return result
 
 
-def cem(world_model: Any, z_context: torch.Tensor, s_context: torch.Tensor, z_goal: torch.Tensor,
+def cem(world_model: PredictsNext, z_context: torch.Tensor, s_context: torch.Tensor, z_goal: torch.Tensor,
         cfg: CEMConfig, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
         ) -> torch.Tensor:
     """The planned action sequence [H, 7] (see `run_cem` for diagnostics and warm starts)."""

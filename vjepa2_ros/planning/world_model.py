@@ -12,7 +12,6 @@ norm, pose integration) and what makes planning fast:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
