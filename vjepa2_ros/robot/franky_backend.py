@@ -9,6 +9,7 @@ never at module import. See docs/franky.md for installing franky for a Panda or 
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -89,6 +90,10 @@ class FrankyBackend(RobotBackend):
         self._gripper = None
         self._max_width_m = 0.08
         self._gripper_sent: float | None = None
+        self._gripper_width_m: float | None = None      # latest width from the poller thread
+        self._gripper_future: Any = None                # franky.BoolFuture of the last hand command
+        self._gripper_poller: threading.Thread | None = None
+        self._polling = threading.Event()
         self._error: str | None = None
 
     # --- connection ---------------------------------------------------------------------------
@@ -109,15 +114,40 @@ class FrankyBackend(RobotBackend):
         self._robot, self._gripper = robot, gripper
         if gripper is not None:
             self._max_width_m = float(gripper.max_width)
+            self._gripper_width_m = float(gripper.width)
+            # Gripper.width waits for the hand's next state message (its own, slower rate), so a
+            # thread keeps the latest width and read_state() never waits for the hand.
+            self._polling.set()
+            self._gripper_poller = threading.Thread(target=self._poll_gripper, name="franky-gripper", daemon=True)
+            self._gripper_poller.start()
+
+    def _poll_gripper(self) -> None:
+        gripper, franky = self._gripper, self._franky
+        while self._polling.is_set():
+            try:
+                self._gripper_width_m = float(gripper.width)
+            except (franky.GripperException, franky.NetworkException) as e:
+                self._error = f"gripper state: {e}"
+                self._polling.wait(0.1)
 
     def disconnect(self) -> None:
+        """Brake to a stop, wait for the motion and the hand's last command to end, then close."""
+        franky = self._franky
         if self._robot is not None:
             try:
                 self.stop()
-            except Vjepa2RosError:
+                self._robot.join_motion(timeout=5.0)
+            except (Vjepa2RosError, franky.ControlException, franky.CommandException):
                 pass
+        if self._gripper_future is not None:
+            self._gripper_future.wait(5.0)
+            self._gripper_future = None
+        self._polling.clear()
+        if self._gripper_poller is not None:
+            self._gripper_poller.join(timeout=1.0)
+            self._gripper_poller = None
         self._robot = self._gripper = None
-        self._gripper_sent = None
+        self._gripper_sent = self._gripper_width_m = None
 
     @property
     def is_connected(self) -> bool:
@@ -131,8 +161,8 @@ class FrankyBackend(RobotBackend):
         O_T_EE = np.asarray(s.O_T_EE.matrix, dtype=np.float64)
         F_T_EE = np.asarray(s.F_T_EE.matrix, dtype=np.float64)
         gripper = 0.0
-        if self._gripper is not None:
-            gripper = float(np.clip(1.0 - self._gripper.width / self._max_width_m, 0.0, 1.0))
+        if self._gripper_width_m is not None:
+            gripper = float(np.clip(1.0 - self._gripper_width_m / self._max_width_m, 0.0, 1.0))
         error = self._error
         if error is None and self._robot.has_errors:
             error = f"robot errors: {s.current_errors}"
@@ -162,10 +192,10 @@ class FrankyBackend(RobotBackend):
         try:
             if closedness >= self.cfg.grasp_threshold:
                 # Grasp whatever is between the fingers: any width counts as success.
-                self._gripper.grasp_async(width, self.cfg.gripper_speed_mps, self.cfg.gripper_force_n,
+                self._gripper_future = self._gripper.grasp_async(width, self.cfg.gripper_speed_mps, self.cfg.gripper_force_n,
                                           epsilon_inner=self._max_width_m, epsilon_outer=self._max_width_m)
             else:
-                self._gripper.move_async(width, self.cfg.gripper_speed_mps)
+                self._gripper_future = self._gripper.move_async(width, self.cfg.gripper_speed_mps)
         except (self._franky.GripperException, self._franky.CommandException) as e:
             raise SafetyError(f"gripper refused the command: {e}") from e
         self._gripper_sent = closedness
