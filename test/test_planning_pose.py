@@ -122,3 +122,5 @@ def test_bad_shapes_are_clear_errors():
         poses_to_actions(np.zeros((3, 7), dtype=np.int64))
     with pytest.raises(ConfigError, match="3, 3"):
         matrix_to_euler_xyz(torch.zeros(4, 4))
+    with pytest.raises(ConfigError, match="gripper"):
+        pose7_from_matrix(torch.eye(4).expand(3, 4, 4), torch.zeros(4))

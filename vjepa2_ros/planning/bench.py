@@ -171,7 +171,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="device peak for the FLOP floor (default: looked up for known GPUs)")
     parser.add_argument("--no-reference", action="store_true", help="time only this planner")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (0: torch's default). 1 by default: on a shared machine "
+                             "multi-threaded small ops stall on each other and the timings become noise")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -203,7 +205,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = CEMConfig(horizon=horizon, samples=args.samples or 800, iterations=args.iterations or 10,
                     topk=args.topk, bound=args.bound)
     budget = None if args.chunk_budget_mb is None else int(args.chunk_budget_mb * 2**20)
-    print(f"building {args.preset} model (random weights) on {device} in {dtype_name} ...", flush=True)
+    print(f"building {args.preset} model (random weights) on {device} in {dtype_name}, "
+          f"{torch.get_num_threads()} CPU thread(s) ...", flush=True)
     wm = random_world_model(args.preset, str(device), DTYPES[dtype_name], args.seed, budget)
     img = wm.preprocess.crop_size
     frame, goal_frame = make_example_frame(img, img, seed=0), make_example_frame(img, img, seed=1)

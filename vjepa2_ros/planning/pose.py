@@ -120,7 +120,11 @@ def pose7_from_matrix(transform: ArrayLike, gripper: ArrayLike | float) -> torch
     transform = as_float_tensor(transform, "transform", (4, 4))
     g = torch.as_tensor(gripper if not isinstance(gripper, np.ndarray) else torch.from_numpy(gripper),
                         dtype=transform.dtype, device=transform.device)
-    g = g.expand(transform.shape[:-2]).unsqueeze(-1)
+    try:
+        g = g.expand(transform.shape[:-2]).unsqueeze(-1)
+    except RuntimeError:
+        raise ConfigError(f"gripper must be a scalar or [...] = {list(transform.shape[:-2])}, "
+                          f"got {list(g.shape)}") from None
     return torch.cat([transform[..., :3, 3], matrix_to_euler_xyz(transform[..., :3, :3]), g], dim=-1)
 
 
