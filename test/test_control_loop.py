@@ -428,3 +428,23 @@ def test_stepped_runs_are_deterministic(world_model):
             r.close()
     assert np.max(np.abs(np.diff(streams[0], axis=0))) > 0
     np.testing.assert_array_equal(streams[0], streams[1])
+
+
+def test_stack_builds_an_fr3_loop_with_the_configured_roi():
+    from vjepa2_ros.control.stack import build_backend, build_loop, build_planner, build_world_model
+    cfg = dataclasses.replace(CFG, control=dataclasses.replace(CFG.control, robot="fr3"),
+                              model=dataclasses.replace(CFG.model, roi=(8, 0, 48, 48)))
+    wm = build_world_model(cfg.model)
+    assert wm.preprocess.roi == (8, 0, 48, 48) and wm.preprocess.crop_size == 64
+    backend = build_backend(cfg, camera_width=64, camera_height=64)
+    backend.connect()
+    try:
+        assert backend.spec.name == "fr3"
+        loop = build_loop(cfg, build_planner(cfg, wm), backend, backend.camera())
+        loop.set_goal_from_camera()
+        loop.run_steps(25)
+        assert loop.state is LoopState.ACTIVE and loop.plan_count >= 2, loop.reason
+    finally:
+        backend.disconnect()
+    with pytest.raises(ConfigError, match="control.robot is 'panda'"):
+        ControlLoop(CFG, None, build_backend(cfg), None)
