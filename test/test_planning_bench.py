@@ -34,7 +34,8 @@ def test_reference_and_planner_return_identical_actions():
 def test_bench_command_prints_the_table(capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--samples", "24", "--iterations", "2", "--topk", "4", "--repeats", "1"])
+    args = parser.parse_args(["--samples", "24", "--iterations", "2", "--topk", "4", "--repeats", "1",
+                              "--threads", "0"])              # 0: leave the process-wide thread count alone
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "reference (notebook)" in out and "this planner" in out and "24x2x2" in out

@@ -57,7 +57,8 @@ def make_example_state() -> np.ndarray:
 
 
 class Planner:
-    """CEM model-predictive planner over a WorldModel.
+    """CEM model-predictive planner over a WorldModel. Not thread-safe: call it (goals included)
+    from one thread, or guard it with a lock.
 
     Args:
         world_model: the facade over a runtime.
