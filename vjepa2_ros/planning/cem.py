@@ -220,7 +220,7 @@ def run_cem(world_model: PredictsNext, z_context: torch.Tensor, s_context: torch
     """
     H, S, P, K = cfg.horizon, cfg.samples, len(cfg.planned_dims), cfg.topk
     device = z_context.device
-    timer = timer or StageTimer()
+    timer = timer or StageTimer(device)
     if noise is not None and tuple(noise.shape) != (cfg.iterations, H, S, P):
         raise ConfigError(f"noise must be [iterations={cfg.iterations}, horizon={H}, samples={S}, {P}], "
                           f"got {tuple(noise.shape)}")
