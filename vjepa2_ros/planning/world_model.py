@@ -101,7 +101,7 @@ class WorldModel:
                                 f"got {tuple(z.shape)}")
         S, T = z.shape[:2]
         n = self.cfg.tokens_per_frame
-        chunk = self.chunk_size(T)
+        chunk = max(1, self.chunk_size(1) // (T * T))          # T steps of activations, T^2 attention
         out = [normalize_latents(self.runtime.predict(z[i:i + chunk].flatten(1, 2), actions[i:i + chunk],
                                                       states[i:i + chunk])[:, -n:])
                for i in range(0, S, chunk)]
@@ -125,7 +125,8 @@ class WorldModel:
         z_context [N, D] normalised latent, s_context [7] pose, actions [S, H, 7]
         -> (final normalised latents [S, N, D] in the runtime dtype, poses [S, H+1, 7]).
         Poses are integrated in float64 from the float32 context (as the official scipy path)
-        before the predictor sees them; with a caching runtime each step attends to cached keys of earlier steps.
+        before the predictor sees them; with a caching runtime each step attends to the cached
+        keys of earlier steps, else the history is recomputed.
         """
         self.check_context(z_context, s_context)
         if actions.dim() != 3 or actions.shape[-1] != 7 or actions.shape[0] < 1 or actions.shape[1] < 1:
