@@ -161,3 +161,21 @@ def test_hand_grasps_and_lifts_the_cube():
         assert 0.2 < b.read_state().gripper < 0.5               # stopped by the 5 cm cube, not closed
         move_tcp(cube + [0.0, 0.0, 0.15])
         assert b.sim.object_position()[2] > cube[2] + 0.12      # the cube came up with the hand
+
+
+def test_renders_headless_even_when_mujoco_was_imported_first():
+    """MuJoCo fixes its GL backend at import (glfw when MUJOCO_GL is unset, which needs a display);
+    the sim opens its EGL/OSMesa context itself, so a module importing mujoco earlier is harmless."""
+    import os
+    import subprocess
+    import sys
+    code = ("import mujoco\n"
+            "from vjepa2_ros.robot.sim import PandaSim, SimConfig\n"
+            "sim = PandaSim(SimConfig(camera_width=32, camera_height=32))\n"
+            "image = sim.render()\n"
+            "sim.close()\n"
+            "print(image.shape, image.dtype, int(image.std() > 5))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "PYOPENGL_PLATFORM")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "(32, 32, 3) uint8 1"

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 
-# Headless rendering: MuJoCo picks its GL backend when it is imported, so choose it here, the
-# one place that imports mujoco for rendering. EGL (GPU or Mesa llvmpipe); osmesa also works.
-os.environ.setdefault("MUJOCO_GL", "egl")
+# Headless rendering: MuJoCo picks its GL backend when it is first imported, so choose it here,
+# before importing mujoco: EGL (GPU or Mesa llvmpipe) unless the user set MUJOCO_GL (osmesa also
+# works). If another module imported mujoco first, the offscreen renderer below still opens this
+# backend's context explicitly, so import order does not matter.
+GL_BACKEND = os.environ.setdefault("MUJOCO_GL", "egl").lower()
 
 import threading  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
@@ -139,6 +141,53 @@ def build_model(cfg: SimConfig) -> mujoco.MjModel:
     return spec.compile()
 
 
+class OffscreenRenderer:
+    """RGB images of one camera through an offscreen GL context of GL_BACKEND ("egl" | "osmesa";
+    anything else goes through mujoco.Renderer's own choice). Use from one thread only."""
+
+    def __init__(self, model: mujoco.MjModel, camera: str, height: int, width: int):
+        self.model = model
+        if GL_BACKEND in ("egl", "osmesa"):
+            from importlib import import_module
+            self._context = import_module(f"mujoco.{GL_BACKEND}").GLContext(width, height)
+            self._context.make_current()
+            self._mjr = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr)
+            self._renderer = None
+        else:
+            self._context = self._mjr = None
+            self._renderer = mujoco.Renderer(model, height, width)
+        self._scene = mujoco.MjvScene(model, maxgeom=1000)
+        self._option, self._perturb = mujoco.MjvOption(), mujoco.MjvPerturb()
+        self._camera = mujoco.MjvCamera()
+        self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        self._camera.fixedcamid = model.camera(camera).id
+        self._rect = mujoco.MjrRect(0, 0, width, height)
+        self._shape = (height, width, 3)
+
+    def render(self, data: mujoco.MjData) -> np.ndarray:
+        """uint8 [H, W, 3] RGB, top row first."""
+        if self._renderer is not None:
+            self._renderer.update_scene(data, camera=self._camera.fixedcamid)
+            return self._renderer.render()
+        self._context.make_current()
+        mujoco.mjv_updateScene(self.model, data, self._option, self._perturb, self._camera,
+                               mujoco.mjtCatBit.mjCAT_ALL, self._scene)
+        mujoco.mjr_render(self._rect, self._scene, self._mjr)
+        image = np.empty(self._shape, dtype=np.uint8)
+        mujoco.mjr_readPixels(image, None, self._rect, self._mjr)
+        return np.flipud(image).copy()                  # GL rows run bottom-up
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+        elif self._mjr is not None:
+            self._context.make_current()
+            self._mjr.free()
+            self._context.free()
+        self._renderer = self._mjr = self._context = None
+
+
 class PandaSim:
     """The MuJoCo scene and its step/render functions. Not thread-safe: SimBackend locks around it."""
 
@@ -158,7 +207,8 @@ class PandaSim:
         self._gl_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="panda-sim-gl") if cfg.render else None
         self._renderer = None
         if self._gl_thread is not None:
-            self._renderer = self._gl_thread.submit(mujoco.Renderer, m, cfg.camera_height, cfg.camera_width).result()
+            self._renderer = self._gl_thread.submit(OffscreenRenderer, m, "exterior", cfg.camera_height,
+                                                    cfg.camera_width).result()
         self._light0 = (m.light_pos[0].copy(), m.light_diffuse[0].copy())
         self.reset()
 
@@ -198,8 +248,7 @@ class PandaSim:
         return self._gl_thread.submit(self._render).result()
 
     def _render(self) -> np.ndarray:
-        self._renderer.update_scene(self.data, camera="exterior")
-        return self._renderer.render()
+        return self._renderer.render(self.data)
 
     def set_joint_target(self, q: np.ndarray) -> None:
         self.data.ctrl[self._arm_ctrl] = q
