@@ -141,8 +141,9 @@ class NotebookPlanner:
 
 # -- setup ------------------------------------------------------------------------------------
 def random_world_model(preset: str, device: str, dtype: torch.dtype, seed: int = 0,
-                       chunk_budget_bytes: int | None = None) -> WorldModel:
-    """Randomly initialised encoder + predictor built directly on `device` (no CPU copy of ViT-g)."""
+                       chunk_budget_bytes: int | None = None, compile: bool = False) -> WorldModel:
+    """Randomly initialised encoder + predictor built directly on `device` (no CPU copy of ViT-g).
+    compile: TorchRuntime's torch.compile option."""
     enc_cfg, pred_cfg = (f() for f in PRESETS[preset])
     with torch.device("meta"):
         enc, pred = VJEPA2Encoder(enc_cfg, init=False), ACPredictor(pred_cfg, init=False)
@@ -151,7 +152,7 @@ def random_world_model(preset: str, device: str, dtype: torch.dtype, seed: int =
     init_weights_(enc)
     init_weights_(pred)
     kwargs = {} if chunk_budget_bytes is None else {"chunk_budget_bytes": chunk_budget_bytes}
-    return WorldModel(TorchRuntime(enc, pred, device=device, dtype=dtype), **kwargs)
+    return WorldModel(TorchRuntime(enc, pred, device=device, dtype=dtype, compile=compile), **kwargs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="device peak for the FLOP floor (default: looked up for known GPUs)")
     parser.add_argument("--no-reference", action="store_true", help="time only this planner")
+    parser.add_argument("--compile", action="store_true",
+                        help="this planner on TorchRuntime(compile=True); the reference stays eager")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (0: torch's default). 1 by default: on a shared machine "
                              "multi-threaded small ops stall on each other and the timings become noise")
@@ -207,7 +210,10 @@ def main(args: argparse.Namespace) -> int:
     budget = None if args.chunk_budget_mb is None else int(args.chunk_budget_mb * 2**20)
     print(f"building {args.preset} model (random weights) on {device} in {dtype_name}, "
           f"{torch.get_num_threads()} CPU thread(s) ...", flush=True)
-    wm = random_world_model(args.preset, str(device), DTYPES[dtype_name], args.seed, budget)
+    wm = random_world_model(args.preset, str(device), DTYPES[dtype_name], args.seed, budget, args.compile)
+    # The reference runs the same modules eagerly, as the notebook does.
+    eager = WorldModel(TorchRuntime(wm.runtime.encoder, wm.runtime.predictor, device=device,
+                                    dtype=DTYPES[dtype_name])) if args.compile else wm
     img = wm.preprocess.crop_size
     frame, goal_frame = make_example_frame(img, img, seed=0), make_example_frame(img, img, seed=1)
     state = make_example_state()
@@ -215,7 +221,7 @@ def main(args: argparse.Namespace) -> int:
     goal = wm.encode(goal_frame)[0].float()
     noise = torch.randn(cfg.iterations, cfg.horizon, cfg.samples, 4, generator=torch.Generator().manual_seed(args.seed))
     noise = noise.to(device)
-    reference = NotebookPlanner(wm)
+    reference = NotebookPlanner(eager)
     sync = device.type == "cuda"
 
     def ours() -> torch.Tensor:
@@ -242,7 +248,7 @@ def main(args: argparse.Namespace) -> int:
     ref_time = statistics.median(runs["reference (notebook)"][1]) if "reference (notebook)" in runs else None
     identical = None if ref_time is None else bool(torch.equal(plans["this planner"].float().cpu(),
                                                                plans["reference (notebook)"].float().cpu()))
-    config = f"{args.preset} {dtype_name} {device.type} {cfg.bound}"
+    config = f"{args.preset} {dtype_name} {device.type} {cfg.bound}{' compiled' if args.compile else ''}"
     shape = f"{cfg.samples}x{cfg.iterations}x{cfg.horizon}"
     print(f"\n{'planner':<22}{'config':<28}{'S x I x H':>12}{'GFLOP/step':>12}{'median s/step':>15}"
           f"{'floor s':>10}{'x ref':>8}")
