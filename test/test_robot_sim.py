@@ -38,7 +38,7 @@ def test_reaches_joint_target_and_renders_the_motion(backend):
     before = camera.read_latest()
     assert before.image.shape == (256, 256, 3) and before.image.dtype == np.uint8
     assert camera.read_latest() is before                  # same sim time -> same frame
-    q0 = backend.read_state().q
+    q0, t0 = backend.read_state().q, backend.now_s()
     target = q0 + np.array([0.3, 0.2, -0.2, 0.3, 0.2, -0.2, 0.4])
     sent = backend.send_joint_target(target)
     np.testing.assert_array_equal(sent, target)
@@ -46,10 +46,10 @@ def test_reaches_joint_target_and_renders_the_motion(backend):
     state = backend.read_state()
     assert np.abs(state.q - target).max() < 1e-3
     assert np.abs(state.dq).max() < 1e-2
-    assert state.stamp_s == pytest.approx(2.0, abs=1e-9)
+    assert state.stamp_s == pytest.approx(t0 + 2.0, abs=1e-9)
     np.testing.assert_allclose(state.flange_pose, backend.kinematics.fk(state.q), atol=1e-12)
     after = camera.read_latest()
-    assert after.stamp_s == pytest.approx(2.0)
+    assert after.stamp_s == pytest.approx(t0 + 2.0)
     assert np.abs(after.image.astype(int) - before.image.astype(int)).mean() > 2.0
 
 
@@ -98,6 +98,9 @@ def test_cartesian_target_and_stop(backend):
 def test_reset_randomises_the_scene_deterministically():
     sim = PandaSim(SimConfig(render=False))
     cfg = sim.cfg
+    sim.advance(0.1)
+    sim.reset()
+    assert sim.time_s == pytest.approx(0.1)               # the clock keeps running across resets
     sim.reset(rng=np.random.default_rng(5))
     p1, rgb1 = sim.object_position(), sim.model.geom_rgba[sim.model.geom("cube").id].copy()
     sim.reset(rng=np.random.default_rng(5))

@@ -218,9 +218,12 @@ class PandaSim:
 
     def reset(self, q: np.ndarray | None = None, gripper: float = 0.0, rng: np.random.Generator | None = None) -> None:
         """Arm at q [7] (default cfg.q_home) at rest, hand at closedness `gripper`, cube on the table.
-        With rng, the cube's position and colour and the light are drawn from the config's ranges."""
+        With rng, the cube's position and colour and the light are drawn from the config's ranges.
+        Simulated time keeps running (it is the clock of the state and frame stamps)."""
         m, d, cfg = self.model, self.data, self.cfg
+        t = d.time
         mujoco.mj_resetData(m, d)
+        d.time = t
         q = np.asarray(cfg.q_home if q is None else q, dtype=np.float64)
         d.qpos[self._arm_qpos] = q
         d.qpos[self._finger_qpos] = (1.0 - gripper) * FINGER_MAX_M
