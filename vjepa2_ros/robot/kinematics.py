@@ -235,6 +235,17 @@ class Kinematics:
         (the current configuration), and iterates are kept limit_margin_rad inside the joint
         limits, so the answer stays near the arm's present posture. success is False (and q the
         best iterate) when the target is not reached within tolerance: unreachable or singular.
+
+        Args:
+            T_target: [4, 4] target pose of `frame` in the base frame.
+            q_seed: [7] rad, the start and the rest posture (normally the measured joints).
+            frame: "flange" or "tcp".
+            position_tol_m, rotation_tol_rad: success tolerances on the residual.
+            max_iterations: Levenberg-Marquardt iterations before giving up.
+            damping: initial damping of the least squares, adapted per iteration (1e-6 ... 1).
+            posture_gain: pull of the null-space term toward q_seed per iteration.
+            limit_margin_rad: iterates stay this far inside the joint limits.
+            max_step_rad: largest joint change per iteration.
         """
         T_target = np.asarray(T_target, dtype=np.float64)
         q_seed = np.asarray(q_seed, dtype=np.float64)
