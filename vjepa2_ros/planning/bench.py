@@ -171,7 +171,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="WorldModel chunk budget in MiB (default: the WorldModel's for the device)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="device peak for the FLOP floor (default: looked up for known GPUs)")
-    parser.add_argument("--no-reference", action="store_true", help="time only this planner")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="time only this planner (e.g. giant on a 24 GB card: the notebook runs all "
+                             "samples in one batch and does not fit)")
     parser.add_argument("--compile", action="store_true",
                         help="this planner on TorchRuntime(compile=True); the reference stays eager")
     parser.add_argument("--threads", type=int, default=1,
