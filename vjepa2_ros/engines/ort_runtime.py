@@ -163,7 +163,8 @@ class OrtRuntime(Runtime):
         return graph.run(z, actions, states)[0]
 
     def predict_step(self, z: torch.Tensor, action: torch.Tensor, state: torch.Tensor,
-                     cache: OrtStepCache | None = None) -> tuple[torch.Tensor, OrtStepCache]:
+                     cache: OrtStepCache | None = None, keep_cache: bool = True
+                     ) -> tuple[torch.Tensor, OrtStepCache | None]:
         """One more step: z [S, n, D], action/state [S, 7] -> ([S, n, D], cache). The cache may hold 1 sample."""
         steps = 1 if cache is None else cache.steps + 1
         graph = self.step_graphs.get(steps)
@@ -173,7 +174,7 @@ class OrtRuntime(Runtime):
                               f"--step-graphs --steps {steps}` (or use predict())")
         past = () if cache is None else (cache.keys, cache.values)
         out, keys, values = graph.run(z, action, state, *past)
-        return out, OrtStepCache(keys, values, steps)
+        return out, OrtStepCache(keys, values, steps) if keep_cache else None
 
     def release(self) -> None:
         self.encoder = None

@@ -39,8 +39,10 @@ class Runtime(ABC):
         """z [S, T*n, D], actions [S, T, 7], states [S, T, 7] -> raw predictions [S, T*n, D]."""
 
     def predict_step(self, z: torch.Tensor, action: torch.Tensor, state: torch.Tensor,
-                     cache: Any = None) -> tuple[torch.Tensor, Any]:
-        """One more step on top of `cache`: z [S, n, D], action/state [S, 7] -> ([S, n, D], cache)."""
+                     cache: Any = None, keep_cache: bool = True) -> tuple[torch.Tensor, Any]:
+        """One more step on top of `cache`: z [S, n, D], action/state [S, 7] -> ([S, n, D], cache).
+
+        keep_cache=False (the last step of a rollout) may return None instead of a cache."""
         raise EngineError(f"the {self.name} runtime has no incremental predictor step; use predict()")
 
     def release(self) -> None:

@@ -55,6 +55,8 @@ class TorchRuntime(Runtime):
         self.predictor = predictor.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
         self._encode = torch.compile(self.encoder) if compile else self.encoder
         self._predict = torch.compile(self.predictor) if compile else self.predictor
+        self._predict_step = (torch.compile(self.predictor.forward_step, dynamic=False) if compile
+                              else self.predictor.forward_step)
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[tuple[tuple[int, ...], ...], _CapturedPredict] = {}   # input shapes -> capture
         self._pool = torch.cuda.graph_pool_handle() if cuda_graphs else None    # one memory pool for all shapes
@@ -81,9 +83,9 @@ class TorchRuntime(Runtime):
 
     @torch.inference_mode()
     def predict_step(self, z: torch.Tensor, action: torch.Tensor, state: torch.Tensor,
-                     cache: PredictorCache | None = None) -> tuple[torch.Tensor, Any]:
+                     cache: PredictorCache | None = None, keep_cache: bool = True) -> tuple[torch.Tensor, Any]:
         d = dict(device=self.device, dtype=self.dtype)
-        return self.predictor.forward_step(z.to(**d), action.to(**d), state.to(**d), cache)
+        return self._predict_step(z.to(**d), action.to(**d), state.to(**d), cache, keep_cache)
 
     def release(self) -> None:
         self._graphs.clear()

@@ -118,12 +118,14 @@ class ACPredictor(nn.Module):
         return self._head(x, T)
 
     def forward_step(self, z: torch.Tensor, action: torch.Tensor, state: torch.Tensor,
-                     cache: PredictorCache | None = None) -> tuple[torch.Tensor, PredictorCache]:
+                     cache: PredictorCache | None = None, keep_cache: bool = True
+                     ) -> tuple[torch.Tensor, PredictorCache | None]:
         """Run one more time step on top of `cache` (None = the first step).
 
         z [B, n, D] latent of the newest frame, action [B, 7], state [B, 7] -> ([B, n, D], cache).
         Equal to the last frame of `forward` on the whole history (the block-causal mask makes
         earlier steps independent of later ones), without recomputing the history.
+        keep_cache=False (a rollout's last step) returns no cache and frees the keys/values early.
         """
         step = 0 if cache is None else cache.steps
         if step + 1 > self.cfg.max_steps:
@@ -135,5 +137,6 @@ class ACPredictor(nn.Module):
         new_kv: list[KVCache] = []
         for i, block in enumerate(self.predictor_blocks):
             x, kv = block(x, rope, None, None if cache is None else cache.kv[i])
-            new_kv.append(kv)
-        return self._head(x, 1), PredictorCache(new_kv, step + 1)
+            if keep_cache:
+                new_kv.append(kv)
+        return self._head(x, 1), PredictorCache(new_kv, step + 1) if keep_cache else None

@@ -157,7 +157,7 @@ class WorldModel:
                 else:
                     cache = None
                     for h in range(H):
-                        raw, cache = rt.predict_step(z, a[:, h], s[:, h], cache)      # c, N, D
+                        raw, cache = rt.predict_step(z, a[:, h], s[:, h], cache, keep_cache=h + 1 < H)  # c, N, D
                         z = normalize_latents(raw)
                     del cache
                 out.append(z)
