@@ -448,3 +448,24 @@ def test_stack_builds_an_fr3_loop_with_the_configured_roi():
         backend.disconnect()
     with pytest.raises(ConfigError, match="control.robot is 'panda'"):
         ControlLoop(CFG, None, build_backend(cfg), None)
+
+
+class NoStateYet(FlakySim):
+    """A robot link that has not delivered a joint state yet (read_state fails)."""
+
+    def read_state(self) -> RobotState:
+        raise TimeoutError("no joint state received yet")
+
+
+def test_nothing_is_commanded_before_a_measured_joint_state(world_model):
+    rig = Rig(world_model)
+    try:
+        backend = NoStateYet(SimConfig(camera_width=64, camera_height=64), rig.cfg.safety)
+        backend.connect()
+        loop = ControlLoop(rig.cfg, rig.planner, backend, SimCamera(backend), publish=lambda *a: rig.commands.append(a))
+        loop.run_steps(5)
+        assert loop.state is LoopState.FAULT and "no joint state received yet" in loop.reason
+        assert backend.sends == 0 and rig.commands == [], "a command was sent without knowing where the arm is"
+        backend.disconnect()
+    finally:
+        rig.close()

@@ -229,6 +229,8 @@ class ControlLoop:
         self._command(now)
 
     def _command(self, now: float) -> None:
+        if self._resync:                          # no measured joint state since start / resume:
+            return                                # nothing is known to hold, so nothing is sent
         q_prev, dq_prev = self.interp.q.copy(), self.interp.dq.copy()
         q_cmd = self.interp.step()
         try:
