@@ -45,7 +45,8 @@ class FrankyConfig:
         if self.realtime not in REALTIME:
             raise ConfigError(f"FrankyConfig.realtime={self.realtime!r}; expected one of {REALTIME}")
         if not 0.0 < self.relative_dynamics_factor <= 1.0:
-            raise ConfigError(f"FrankyConfig.relative_dynamics_factor={self.relative_dynamics_factor} must be in (0, 1]")
+            raise ConfigError(f"FrankyConfig.relative_dynamics_factor={self.relative_dynamics_factor} "
+                              "must be in (0, 1]")
         if not 0.0 < self.gripper_speed_mps <= 0.2:
             raise ConfigError(f"FrankyConfig.gripper_speed_mps={self.gripper_speed_mps} must be in (0, 0.2] m/s")
         if not 0.0 < self.gripper_force_n <= 140.0:
@@ -82,7 +83,8 @@ class FrankyBackend(RobotBackend):
         try:
             cfg = replace(cfg, **overrides)
         except TypeError as e:
-            raise ConfigError(f"FrankyBackend: {e}; FrankyConfig fields are {list(FrankyConfig.__annotations__)}") from None
+            raise ConfigError(f"FrankyBackend: {e}; FrankyConfig fields are "
+                              f"{list(FrankyConfig.__annotations__)}") from None
         super().__init__(arm_spec(cfg.arm), safety)
         self.cfg = cfg
         self._franky = _import_franky()
@@ -192,8 +194,9 @@ class FrankyBackend(RobotBackend):
         try:
             if closedness >= self.cfg.grasp_threshold:
                 # Grasp whatever is between the fingers: any width counts as success.
-                self._gripper_future = self._gripper.grasp_async(width, self.cfg.gripper_speed_mps, self.cfg.gripper_force_n,
-                                          epsilon_inner=self._max_width_m, epsilon_outer=self._max_width_m)
+                self._gripper_future = self._gripper.grasp_async(
+                    width, self.cfg.gripper_speed_mps, self.cfg.gripper_force_n,
+                    epsilon_inner=self._max_width_m, epsilon_outer=self._max_width_m)
             else:
                 self._gripper_future = self._gripper.move_async(width, self.cfg.gripper_speed_mps)
         except (self._franky.GripperException, self._franky.CommandException) as e:

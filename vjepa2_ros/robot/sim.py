@@ -118,7 +118,7 @@ def build_model(cfg: SimConfig) -> mujoco.MjModel:
     for i, (kp, kv) in enumerate(zip(KP, KV), start=1):
         joint = spec.joint(f"panda_joint{i}")
         joint.armature = 0.1
-        joint.frictionloss = 0.0     # Franka's joint controllers compensate friction; PD alone would stall ~0.02 rad short
+        joint.frictionloss = 0.0     # Franka's controllers compensate friction; PD alone stalls ~0.02 rad short
         act = spec.add_actuator(name=f"arm{i}", target=f"panda_joint{i}", trntype=mujoco.mjtTrn.mjTRN_JOINT)
         act.set_to_position(kp=kp, kv=kv)
         act.ctrlrange = [PANDA.q_min[i - 1], PANDA.q_max[i - 1]]
