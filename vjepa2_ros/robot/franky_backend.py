@@ -96,6 +96,9 @@ class FrankyBackend(RobotBackend):
         self._gripper_future: Any = None                # franky.BoolFuture of the last hand command
         self._gripper_poller: threading.Thread | None = None
         self._polling = threading.Event()
+        # One franky call on the Gripper at a time: a command issued while another thread waits in
+        # Gripper.width can block inside libfranka (and deadlocks against an in-process franky-sim).
+        self._gripper_lock = threading.Lock()
         self._error: str | None = None
 
     # --- connection ---------------------------------------------------------------------------
@@ -127,7 +130,9 @@ class FrankyBackend(RobotBackend):
         gripper, franky = self._gripper, self._franky
         while self._polling.is_set():
             try:
-                self._gripper_width_m = float(gripper.width)
+                with self._gripper_lock:
+                    width = float(gripper.width)
+                self._gripper_width_m = width
             except (franky.GripperException, franky.NetworkException) as e:
                 self._error = f"gripper state: {e}"
                 self._polling.wait(0.1)
@@ -192,16 +197,19 @@ class FrankyBackend(RobotBackend):
             return
         width = (1.0 - closedness) * self._max_width_m
         try:
-            if closedness >= self.cfg.grasp_threshold:
-                # Grasp whatever is between the fingers: any width counts as success.
-                self._gripper_future = self._gripper.grasp_async(
-                    width, self.cfg.gripper_speed_mps, self.cfg.gripper_force_n,
-                    epsilon_inner=self._max_width_m, epsilon_outer=self._max_width_m)
-            else:
-                self._gripper_future = self._gripper.move_async(width, self.cfg.gripper_speed_mps)
+            with self._gripper_lock:
+                self._gripper_future = self._gripper_command(closedness, width)
         except (self._franky.GripperException, self._franky.CommandException) as e:
             raise SafetyError(f"gripper refused the command: {e}") from e
         self._gripper_sent = closedness
+
+    def _gripper_command(self, closedness: float, width: float) -> Any:
+        """Start the hand command for closedness (width in m); returns its franky.BoolFuture."""
+        if closedness >= self.cfg.grasp_threshold:
+            # Grasp whatever is between the fingers: any width counts as success.
+            return self._gripper.grasp_async(width, self.cfg.gripper_speed_mps, self.cfg.gripper_force_n,
+                                             epsilon_inner=self._max_width_m, epsilon_outer=self._max_width_m)
+        return self._gripper.move_async(width, self.cfg.gripper_speed_mps)
 
     def stop(self) -> None:
         """Decelerate to a standstill within the dynamics limits and hold there."""
