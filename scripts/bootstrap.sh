@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 
 # -- system packages: headless OpenGL for MuJoCo rendering (EGL or OSMesa), venv support --------
 need=()
-for pkg in libegl1 libgl1-mesa-dri libosmesa6 libglib2.0-0; do
+for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libglib2.0-0; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 "$PY" -c 'import venv, ensurepip' 2>/dev/null || need+=("python3-venv")
