@@ -18,3 +18,14 @@ def load_fixture(name: str) -> dict:
     if not path.is_file():
         pytest.fail(f"official fixture {path} is missing (set VJEPA2_SHARED to the shared/ folder)")
     return load_file(str(path))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The suite's models are tiny: one thread is fastest, and a second spinning thread stalls
+    everything on a busy 2-core machine. Benchmarks choose their own thread count."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

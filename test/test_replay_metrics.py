@@ -10,15 +10,6 @@ from vjepa2_ros.planning.world_model import WorldModel
 from vjepa2_ros.replay.metrics import action_agreement, prediction_errors, summarise
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads spin against each other on a shared 2-core host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_action_agreement_cases():
     a = np.array([0.02, -0.01, 0.0, 0, 0, 0, 0.5])
     same = action_agreement(a, a)

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from vjepa2_ros import cli
 from vjepa2_ros.data.bags import write_episode_bag
@@ -18,15 +17,6 @@ from vjepa2_ros.planning.world_model import WorldModel
 from vjepa2_ros.replay.run import ReplayConfig, replay_episode
 
 SMALL_CEM = ["--samples", "16", "--topk", "4", "--iterations", "2"]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads spin against each other on a shared 2-core host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

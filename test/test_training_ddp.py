@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 import yaml
 
 from vjepa2_ros.data.droid import write_droid_episode
@@ -20,15 +18,6 @@ from vjepa2_ros.training.config import TrainConfig
 from vjepa2_ros.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy shared CPU a second spinning thread stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def free_port() -> int:

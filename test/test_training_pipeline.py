@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import yaml
 
@@ -14,15 +13,6 @@ from vjepa2_ros.cli import main
 from vjepa2_ros.data.droid import write_droid_episode
 from vjepa2_ros.data.episode import make_example_episode
 from vjepa2_ros.model import ACPredictor, PredictorConfig, load_official_checkpoint
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy shared CPU a second spinning thread stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_config(path: Path, root: Path, out_dir: Path, **changes) -> Path:

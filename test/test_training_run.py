@@ -26,15 +26,6 @@ from vjepa2_ros.training.schedule import wsd_lr
 from vjepa2_ros.training.train import train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy shared CPU a second spinning thread stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def write_droid(root: Path, count: int, steps: int = 16) -> Path:
     for i in range(count):
         write_droid_episode(root / f"ep{i:02d}", make_example_episode(steps=steps, seed=i))

@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench plan": ("vjepa2_ros.planning.bench", "planning step time vs the notebook-style reference planner"),
     "bench engines": ("vjepa2_ros.engines.bench", "latency of each available runtime vs torch eager"),
     "bench control": ("vjepa2_ros.control.bench", "command-stream period and jitter while the planner runs"),
-    "bench data": ("vjepa2_ros.data.bench", "video decode rate and replay steps/s"),
+    "bench data": ("vjepa2_ros.replay.bench", "video decode rate and replay steps/s"),
     "bench train": ("vjepa2_ros.training.bench", "training steps/s, online encoding vs cached latents"),
     "bench sim-reach": ("vjepa2_ros.control.bench_reach", "closed-loop reach success on the simulated arm"),
 }

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from vjepa2_ros.model.config import ENCODER_PRESETS, EncoderConfig, PredictorConfig
+from vjepa2_ros.model.config import EncoderConfig, PredictorConfig
 from vjepa2_ros.model.encoder import VJEPA2Encoder
 from vjepa2_ros.model.flops import encoder_flops, predictor_step_flops
 from vjepa2_ros.model.predictor import ACPredictor

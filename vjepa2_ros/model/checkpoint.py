@@ -157,15 +157,18 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
     raise CheckpointError("\n".join(lines))
 
 
-def load_official_checkpoint(path: str | Path | Mapping, model: nn.Module, key: str | None = None) -> nn.Module:
+def load_official_checkpoint(path: str | Path | Mapping, model: nn.Module, key: str | None = None,
+                             assign: bool = False) -> nn.Module:
     """Load an official checkpoint (or our safetensors) into `model` with strict key/shape checks.
 
     path: a file, or the mapping `read_checkpoint` returned (to read a large file once for both
     networks). model: a VJEPA2Encoder (takes `encoder`, else `target_encoder`) or an ACPredictor
-    (takes `predictor`); key overrides the sub-dict. Tensors are cast to the model's dtype. Returns model.
+    (takes `predictor`); key overrides the sub-dict. Tensors are cast to the model's dtype, or with
+    assign=True become the model's parameters (for a model built on the `meta` device: no memory
+    or time is spent on weights that are overwritten anyway). Returns model.
     """
     source = "checkpoint" if isinstance(path, Mapping) else f"checkpoint {path}"
     sd = read_state_dict(path, key=key, kind=_kind(model), source=source)
     check_state_dict(model, sd, source=source)
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict(sd, strict=True, assign=assign)
     return model

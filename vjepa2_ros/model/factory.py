@@ -29,12 +29,16 @@ def build_model(encoder_cfg: EncoderConfig, predictor_cfg: PredictorConfig,
         raise ConfigError(f"predictor patch grid {predictor_cfg.grid} must equal the encoder's {encoder_cfg.grid()} "
                           f"(img_size / patch_size)")
     torch.manual_seed(seed)
-    encoder, predictor = VJEPA2Encoder(encoder_cfg), ACPredictor(predictor_cfg)
     ac = read_checkpoint(checkpoint) if checkpoint is not None else None      # read a large file once
-    if encoder_checkpoint is not None:
-        load_official_checkpoint(encoder_checkpoint, encoder)
-    elif ac is not None:
-        load_official_checkpoint(ac, encoder)
+    enc_source = encoder_checkpoint if encoder_checkpoint is not None else ac
+    # Networks whose weights come from a file are built on the meta device and take the file's
+    # tensors (assign): a ViT-g is not first allocated and randomly initialised for nothing.
+    with torch.device("meta" if enc_source is not None else "cpu"):
+        encoder = VJEPA2Encoder(encoder_cfg, init=enc_source is None)
+    with torch.device("meta" if ac is not None else "cpu"):
+        predictor = ACPredictor(predictor_cfg, init=ac is None)
+    if enc_source is not None:
+        load_official_checkpoint(enc_source, encoder, assign=True)
     if ac is not None:
-        load_official_checkpoint(ac, predictor)
-    return encoder.eval(), predictor.eval()
+        load_official_checkpoint(ac, predictor, assign=True)
+    return encoder.float().eval(), predictor.float().eval()

@@ -1,6 +1,6 @@
 """`bench data` pieces run and report positive rates (speed itself is the benchmark's business)."""
 
-from vjepa2_ros.data.bench import bench_bags, bench_decode
+from vjepa2_ros.replay.bench import bench_bags, bench_decode
 
 
 def test_bench_decode_and_bags_report_rates(tmp_path):
