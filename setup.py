@@ -38,6 +38,7 @@ setup(
         "sim": ["mujoco>=3.2", "franky-control>=2.0", "franky-sim>=1.0.4"],
         "data": ["rosbags>=0.10", "av>=12", "h5py>=3.10", "matplotlib>=3.8"],
         "train": ["tensorboard>=2.14"],     # optional: training logs CSV without it
+        "bench": ["scipy>=1.11"],           # bench plan's reference planner uses scipy per sample, as the notebook
         "gpu": ["onnxruntime-gpu>=1.18"],
         "tensorrt": ["tensorrt-cu12>=10"],  # GPU hosts; or use the TensorRT of NVIDIA's containers (docker/)
     },

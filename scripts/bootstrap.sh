@@ -30,10 +30,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     "$VENV/bin/pip" install -q torch                    # CUDA build
-    extras="test,sim,data,train,gpu"
+    extras="test,sim,data,train,bench,gpu"
   else
     "$VENV/bin/pip" install -q torch==2.13.0            # CPU build; a plain 'torch' pulls CUDA wheels
-    extras="test,sim,data,train"
+    extras="test,sim,data,train,bench"
   fi
   "$VENV/bin/pip" install -q -e ".[$extras]"
   # The Panda + hand MJCF; its declared dependencies (dm_control and friends) are not needed.

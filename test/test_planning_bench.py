@@ -41,3 +41,15 @@ def test_bench_command_prints_the_table(capsys):
     assert "reference (notebook)" in out and "this planner" in out and "24x2x2" in out
     assert "actions identical to the reference: yes" in out
     assert "memory estimate" in out
+
+
+def test_bench_runs_this_planner_on_onnxruntime_with_the_same_weights(capsys):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--samples", "24", "--iterations", "2", "--topk", "4", "--repeats", "1",
+                              "--threads", "0", "--dtype", "float32", "--runtime", "onnxruntime"])
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "float32 cpu l1 torch " in out and "float32 cpu l1 onnxruntime" in out
+    first = [float(v) for v in out.split("first action: [")[1].split("]")[0].split(",")]
+    assert any(abs(v) > 0 for v in first[:3])                          # a real plan from the ONNX graphs

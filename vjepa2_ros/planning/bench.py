@@ -155,6 +155,26 @@ def random_world_model(preset: str, device: str, dtype: torch.dtype, seed: int =
     return WorldModel(TorchRuntime(enc, pred, device=device, dtype=dtype, compile=compile), **kwargs)
 
 
+def onnx_world_model(wm: WorldModel, horizon: int, chunk_budget_bytes: int | None) -> WorldModel:
+    """The same weights as `wm`, exported to a temporary folder (float32, step graphs for 1..horizon)
+    and run by ONNX Runtime on the CPU."""
+    import tempfile
+
+    from vjepa2_ros.engines.factory import RuntimeConfig, open_runtime
+    from vjepa2_ros.engines.onnx_export import ExportConfig, export_onnx
+
+    rt = wm.runtime
+    if rt.device.type != "cpu" or rt.dtype != torch.float32:
+        raise ConfigError("--runtime onnxruntime benchmarks float32 on the CPU (--dtype float32 --device cpu)")
+    out = tempfile.mkdtemp(prefix="vjepa2-bench-plan-")
+    export_onnx(rt.encoder, rt.predictor, out, ExportConfig(steps=tuple(range(1, horizon + 1)), step_graphs=True),
+                weights="random:bench")
+    ort = open_runtime(RuntimeConfig(kind="onnxruntime", engine_dir=out, encoder_cfg=rt.encoder_cfg,
+                                     predictor_cfg=rt.predictor_cfg))
+    kwargs = {} if chunk_budget_bytes is None else {"chunk_budget_bytes": chunk_budget_bytes}
+    return WorldModel(ort, **kwargs)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model size, random weights")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -180,6 +200,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (0: torch's default). 1 by default: on a shared machine "
                              "multi-threaded small ops stall on each other and the timings become noise")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                        help="what runs this planner's networks; onnxruntime: the same weights exported to ONNX "
+                             "with KV-cached step graphs (float32), the reference stays torch eager")
 
 
 def _peak_tflops(device: torch.device, override: float | None) -> float | None:
@@ -216,6 +239,8 @@ def main(args: argparse.Namespace) -> int:
     # The reference runs the same modules eagerly, as the notebook does.
     eager = WorldModel(TorchRuntime(wm.runtime.encoder, wm.runtime.predictor, device=device,
                                     dtype=DTYPES[dtype_name])) if args.compile else wm
+    if args.runtime == "onnxruntime":
+        wm = onnx_world_model(wm, horizon, budget)
     img = wm.preprocess.crop_size
     frame, goal_frame = make_example_frame(img, img, seed=0), make_example_frame(img, img, seed=1)
     state = make_example_state()
@@ -250,9 +275,11 @@ def main(args: argparse.Namespace) -> int:
     ref_time = statistics.median(runs["reference (notebook)"][1]) if "reference (notebook)" in runs else None
     identical = None if ref_time is None else bool(torch.equal(plans["this planner"].float().cpu(),
                                                                plans["reference (notebook)"].float().cpu()))
-    config = f"{args.preset} {dtype_name} {device.type} {cfg.bound}{' compiled' if args.compile else ''}"
+    base = f"{args.preset} {dtype_name} {device.type} {cfg.bound}"
+    ours_rt = "onnxruntime" if args.runtime == "onnxruntime" else ("torch compiled" if args.compile else "torch")
+    configs = {"reference (notebook)": f"{base} torch", "this planner": f"{base} {ours_rt}"}
     shape = f"{cfg.samples}x{cfg.iterations}x{cfg.horizon}"
-    print(f"\n{'planner':<22}{'config':<28}{'S x I x H':>12}{'GFLOP/step':>12}{'median s/step':>15}"
+    print(f"\n{'planner':<22}{'config':<34}{'S x I x H':>12}{'GFLOP/step':>12}{'median s/step':>15}"
           f"{'floor s':>10}{'x ref':>8}")
     for name, (_, times) in runs.items():
         flops = planning_flops(enc_cfg, pred_cfg, cfg.samples, cfg.iterations, cfg.horizon,
@@ -260,7 +287,7 @@ def main(args: argparse.Namespace) -> int:
         med = statistics.median(times)
         floor = f"{flops / (peak * 1e12):.3f}" if peak else "-"
         ratio = f"{ref_time / med:.1f}" if ref_time else "-"
-        print(f"{name:<22}{config:<28}{shape:>12}{flops / 1e9:>12.2f}{med:>15.4f}{floor:>10}{ratio:>8}")
+        print(f"{name:<22}{configs[name]:<34}{shape:>12}{flops / 1e9:>12.2f}{med:>15.4f}{floor:>10}{ratio:>8}")
     if ref_time is not None:
         print(f"\nreference pose update: per-sample {reference.pose_backend}")
     if identical is not None:
@@ -269,7 +296,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"first action: {plans['this planner'][0].float().cpu().numpy().round(5).tolist()}")
     per_sample = rollout_bytes_per_sample(pred_cfg, cfg.horizon, elt)
     chunk = wm.chunk_size(cfg.horizon)
-    weights = sum(p.numel() for m in (wm.runtime.encoder, wm.runtime.predictor) for p in m.parameters()) * elt
+    weights = sum(p.numel() for m in (eager.runtime.encoder, eager.runtime.predictor) for p in m.parameters()) * elt
     latents = cfg.samples * pred_cfg.tokens_per_frame * pred_cfg.embed_dim * elt
     estimate = weights + min(chunk, cfg.samples) * per_sample + latents
     print(f"memory estimate: {estimate / 1e9:.2f} GB = weights {weights / 1e9:.2f} + chunk of "
