@@ -45,12 +45,11 @@ def period_stats(stamps: np.ndarray, rate_hz: float) -> dict[str, float]:
 
 class CameraThread(Camera):
     """Frames arrive at `fps` from a driver thread and `read_latest` returns the newest at once,
-    like a ROS camera subscription. The sim's own camera renders under the physics lock (13-35 ms
-    here), which would stall the arm's state stream; a real camera never does, so this one
-    renders outside that lock (a frame may mix two physics steps: harmless for timing)."""
+    like a ROS camera subscription (the sim camera itself renders on demand, 13-35 ms here, which
+    would put rendering time inside the planner's step)."""
 
-    def __init__(self, backend, fps: float = 15.0) -> None:
-        self._backend, self._period_s = backend, 1.0 / fps
+    def __init__(self, source: Camera, fps: float = 15.0) -> None:
+        self._source, self._period_s = source, 1.0 / fps
         self._latest: CameraFrame | None = None
         self._running = threading.Event()
         self._running.set()
@@ -59,8 +58,7 @@ class CameraThread(Camera):
         self._thread.start()
 
     def _grab(self) -> None:
-        stamp = self._backend.now_s()
-        self._latest = CameraFrame(stamp_s=stamp, image=self._backend.sim.render())
+        self._latest = self._source.read_latest()
 
     def _run(self) -> None:
         next_s = time.monotonic()
@@ -81,7 +79,7 @@ def run_once(cfg: StackConfig, planner, seconds: float, with_goal: bool) -> dict
     """One real-time run; returns period stats plus plans/s."""
     backend = build_backend(cfg, real_time=True, camera_width=64, camera_height=64)
     backend.connect()
-    camera = CameraThread(backend)
+    camera = CameraThread(backend.camera())
     try:
         loop = build_loop(cfg, planner, backend, camera)
         if with_goal:                                      # "stay here": small random moves, never far

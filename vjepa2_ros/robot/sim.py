@@ -167,12 +167,22 @@ class OffscreenRenderer:
 
     def render(self, data: mujoco.MjData) -> np.ndarray:
         """uint8 [H, W, 3] RGB, top row first."""
+        self.update_scene(data)
+        return self.draw()
+
+    def update_scene(self, data: mujoco.MjData) -> None:
+        """Copy the geometry of `data` into the scene (fast; the only step that reads `data`)."""
         if self._renderer is not None:
             self._renderer.update_scene(data, camera=self._camera.fixedcamid)
-            return self._renderer.render()
-        self._context.make_current()
+            return
         mujoco.mjv_updateScene(self.model, data, self._option, self._perturb, self._camera,
                                mujoco.mjtCatBit.mjCAT_ALL, self._scene)
+
+    def draw(self) -> np.ndarray:
+        """Rasterise the last `update_scene` (slow on a software GL; needs no physics data)."""
+        if self._renderer is not None:
+            return self._renderer.render()
+        self._context.make_current()
         mujoco.mjr_render(self._rect, self._scene, self._mjr)
         image = np.empty(self._shape, dtype=np.uint8)
         mujoco.mjr_readPixels(image, None, self._rect, self._mjr)
@@ -252,6 +262,20 @@ class PandaSim:
 
     def _render(self) -> np.ndarray:
         return self._renderer.render(self.data)
+
+    def render_stamped(self, lock: threading.RLock) -> tuple[float, np.ndarray]:
+        """(time_s, image) of the camera view, holding `lock` (the physics lock) only while the scene
+        is copied, not while it is drawn: physics and state reads go on during the slow part.
+        The caller must not hold `lock` (the GL thread takes it)."""
+        if self._renderer is None:
+            raise ConfigError("this PandaSim was built with render=False (or is closed)")
+
+        def snapshot_and_draw() -> tuple[float, np.ndarray]:
+            with lock:
+                stamp = self.time_s
+                self._renderer.update_scene(self.data)
+            return stamp, self._renderer.draw()
+        return self._gl_thread.submit(snapshot_and_draw).result()
 
     def set_joint_target(self, q: np.ndarray) -> None:
         self.data.ctrl[self._arm_ctrl] = q
@@ -410,9 +434,11 @@ class SimCamera(Camera):
         if backend.sim is None:
             raise SafetyError("sim camera read after the backend was disconnected")
         with backend._lock:
-            if self._last is None or self._last.stamp_s != backend.sim.time_s:
-                self._last = CameraFrame(stamp_s=backend.sim.time_s, image=backend.sim.render())
-            return self._last
+            if self._last is not None and self._last.stamp_s == backend.sim.time_s:
+                return self._last
+        stamp, image = backend.sim.render_stamped(backend._lock)      # renders without blocking physics
+        self._last = CameraFrame(stamp_s=stamp, image=image)
+        return self._last
 
 
 def make_example_sim_backend(**cfg_overrides) -> SimBackend:
