@@ -88,3 +88,15 @@ def test_flat_dict_round_trip_for_ros_parameters():
     assert changed.control.rate_hz == 250.0 and changed.model.roi == (0, 0, 64, 48) and changed.model.preprocess_config().roi == (0, 0, 64, 48)
     with pytest.raises(ConfigError, match=r"^control\.rate_hz: expected a number"):
         StackConfig.from_flat_dict({"control.rate_hz": "x"})
+
+
+def test_franky_section_configures_the_franky_backend():
+    from vjepa2_ros.control.stack import build_backend
+    cfg = load_config({"control": {"backend": "franky", "robot": "panda"},
+                       "franky": {"realtime": "ignore", "relative_dynamics_factor": 0.05, "host": "127.0.0.9"}})
+    backend = build_backend(cfg, host="127.0.0.1")                      # the node's robot_ip wins
+    assert (backend.cfg.realtime, backend.cfg.relative_dynamics_factor) == ("ignore", 0.05)
+    assert (backend.cfg.host, backend.cfg.arm, backend.spec.name) == ("127.0.0.1", "panda", "panda")
+    assert cfg.to_flat_dict()["franky.relative_dynamics_factor"] == 0.05   # a ROS parameter like the others
+    with pytest.raises(ConfigError, match=r"^franky\.realtime: .*'sometimes'"):
+        load_config({"franky": {"realtime": "sometimes"}})

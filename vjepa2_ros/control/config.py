@@ -4,6 +4,7 @@
     planning: the CEM planner                                                  (CEMConfig)
     safety:   the safety envelope                                              (SafetyConfig)
     control:  rate, mode, model step, dry run, sub-goals, arm, backend         (ControlConfig)
+    franky:   the franky backend's connection, dynamics factor and gripper     (FrankyConfig)
 
 `load_config(path | dict)` builds a frozen `StackConfig`; unknown keys and bad values are
 rejected with the YAML path of the field (`control.rate_hz: ...`). Missing keys take the
@@ -26,6 +27,7 @@ import yaml
 from vjepa2_ros.errors import ConfigError
 from vjepa2_ros.model import EncoderConfig, PredictorConfig, PreprocessConfig
 from vjepa2_ros.planning.cem import CEMConfig
+from vjepa2_ros.robot.franky_backend import FrankyConfig
 from vjepa2_ros.robot.safety import SafetyConfig
 
 RUNTIMES = ("torch", "onnxruntime", "tensorrt")
@@ -161,6 +163,8 @@ class StackConfig:
     planning: CEMConfig = field(default_factory=CEMConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    franky: FrankyConfig = field(default_factory=FrankyConfig)    # used when control.backend is "franky";
+                                                                  # its arm follows control.robot
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (tuples as lists), loadable by `load_config`."""

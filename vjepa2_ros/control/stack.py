@@ -35,7 +35,11 @@ def build_planner(cfg: StackConfig, world_model: Any | None = None, seed: int = 
 
 
 def build_backend(cfg: StackConfig, **kwargs: Any) -> RobotBackend:
-    """The robot backend cfg.control.backend names, for cfg.control.robot under cfg.safety."""
+    """The robot backend cfg.control.backend names, for cfg.control.robot under cfg.safety; kwargs
+    override fields of the backend's own config (e.g. host for franky, real_time for the sim)."""
+    own = {"franky": cfg.franky}.get(cfg.control.backend)          # the sim's SimConfig is not in the schema
+    if own is not None:
+        kwargs = {"cfg": own, **kwargs}
     return make_backend(cfg.control.backend, spec=arm_spec(cfg.control.robot), safety=cfg.safety, **kwargs)
 
 
