@@ -145,3 +145,15 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path):
         load_official_checkpoint(bad, tiny_fixture_encoder())
     assert not victim.exists()
     assert not os.path.exists("written_by_pickle.txt")
+
+
+def test_read_only_frames_are_accepted_without_warnings():
+    import warnings
+
+    import numpy as np
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame.flags.writeable = False                          # e.g. a ROS message's buffer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = preprocess_frames(frame, PreprocessConfig(crop_size=32))
+    assert out.shape == (3, 1, 32, 32)

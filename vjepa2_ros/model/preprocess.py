@@ -61,7 +61,10 @@ def centre_crop_box(height: int, width: int, ratio: tuple[float, float]) -> tupl
 
 def _as_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Validate uint8 [H,W,3] or [T,H,W,3]; return a uint8 tensor [T,H,W,3]."""
-    t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if isinstance(frames, np.ndarray):
+        # Read-only buffers (ROS message data, memory-mapped files) are copied: torch needs writable memory.
+        frames = np.ascontiguousarray(frames) if frames.flags.writeable else np.array(frames)
+    t = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
     if not isinstance(t, torch.Tensor):
         raise ConfigError(f"frames must be a numpy array or tensor, got {type(frames).__name__}")
     if t.dtype != torch.uint8:
