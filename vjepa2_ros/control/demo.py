@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vjepa2_ros.control.config import ModelConfig, StackConfig, load_config
+from vjepa2_ros.control.goal_view import goal_view
 from vjepa2_ros.control.stack import build_backend, build_loop, build_planner, build_world_model
 from vjepa2_ros.errors import ConfigError
 
@@ -108,8 +109,7 @@ def run_demo(cfg: StackConfig, out: Path, seconds: float = 8.0, goal_offset_m=(0
         if not ik.success:
             raise ConfigError(f"goal offset {list(goal_offset_m)} m is not reachable from the start pose "
                               f"(IK residual {ik.position_error_m:.3f} m); choose a smaller offset")
-        backend.reset(ik.q)
-        goal = backend.camera().read_latest().image.copy()
+        goal = goal_view(backend, ik.q)
         backend.reset(q0)
         camera = backend.camera()                          # a fresh camera: nothing cached from the goal view
         loop = build_loop(cfg, planner, backend, camera)
