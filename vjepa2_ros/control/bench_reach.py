@@ -176,6 +176,7 @@ class EpisodeResult:
     reached: bool                           # within success_m at some planning step or at the end
     success: bool                           # within success_m at the end
     plans: int
+    plans_to_reach: int | None              # first planning step (1-based) observed within success_m
     planner_s_mean: float                   # planner.plan wall time (diagnostics timings total_s)
     planner_s_max: float
     step_s_mean: float                      # the loop's whole planning step (planner, IK, safety)
@@ -231,46 +232,59 @@ def run_episode(cfg: StackConfig, planner: Any, backend: Any, task: ReachTask, m
     loop.close()
     dists.append(final)
     nan = float("nan")
+    within = [i for i, d in enumerate(dists) if d <= success_m]
     return EpisodeResult(
         index=task.index, start_distance_m=start, min_distance_m=min(dists), final_distance_m=final,
-        reached=min(dists) <= success_m, success=final <= success_m, plans=loop.plan_count,
+        reached=bool(within), success=final <= success_m, plans=loop.plan_count,
+        plans_to_reach=within[0] + 1 if within else None,
         planner_s_mean=float(np.mean(planner_s)) if planner_s else nan,
         planner_s_max=float(np.max(planner_s)) if planner_s else nan,
         step_s_mean=float(np.mean(step_s)) if step_s else nan, sim_s=backend.now_s() - t0,
         wall_s=time.monotonic() - t_wall, state=loop.state.value, reason=reason or loop.reason)
 
 
+def _mean(values: list[float | None]) -> float:
+    """Mean of the finite values, NaN when there are none."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def summarize(episodes: list[EpisodeResult]) -> dict[str, float]:
     """Rates and means over a mode's episodes."""
-    col = lambda name: np.array([getattr(e, name) for e in episodes], dtype=np.float64)   # noqa: E731
-    return {"goals": len(episodes), "reached_rate": float(col("reached").mean()),
-            "success_rate": float(col("success").mean()), "final_distance_m_mean": float(col("final_distance_m").mean()),
-            "min_distance_m_mean": float(col("min_distance_m").mean()),
-            "planner_s_mean": float(np.nanmean(col("planner_s_mean"))) if np.isfinite(col("planner_s_mean")).any()
-            else float("nan"),
-            "planner_s_max": float(np.nanmax(col("planner_s_max"))) if np.isfinite(col("planner_s_max")).any()
-            else float("nan"),
+    planner_max = [e.planner_s_max for e in episodes if np.isfinite(e.planner_s_max)]
+    return {"goals": len(episodes),
+            "reached_rate": float(np.mean([e.reached for e in episodes])),
+            "success_rate": float(np.mean([e.success for e in episodes])),
+            "final_distance_m_mean": _mean([e.final_distance_m for e in episodes]),
+            "min_distance_m_mean": _mean([e.min_distance_m for e in episodes]),
+            "plans_to_reach_mean": _mean([e.plans_to_reach for e in episodes]),     # over the reached ones
+            "planner_s_mean": _mean([e.planner_s_mean for e in episodes]),
+            "planner_s_max": float(max(planner_max)) if planner_max else float("nan"),
             "faults": int(sum(e.state == LoopState.FAULT.value for e in episodes)),
-            "sim_s_mean": float(col("sim_s").mean())}
+            "sim_s_mean": _mean([e.sim_s for e in episodes])}
 
 
 def format_table(mode: str, episodes: list[EpisodeResult]) -> str:
     head = (f"{'goal':>4} {'start cm':>8} {'min cm':>7} {'final cm':>8} {'reached':>7} {'final':>5} {'plans':>5} "
-            f"{'s/plan':>7} {'sim s':>6}  state")
+            f"{'to reach':>8} {'s/plan':>7} {'sim s':>6}  state")
     lines = [f"mode {mode}", head]
     for e in episodes:
+        to_reach = "-" if e.plans_to_reach is None else e.plans_to_reach
         lines.append(f"{e.index:>4} {100 * e.start_distance_m:8.1f} {100 * e.min_distance_m:7.1f} "
                      f"{100 * e.final_distance_m:8.1f} {'yes' if e.reached else 'no':>7} "
-                     f"{'yes' if e.success else 'no':>5} {e.plans:>5} {e.planner_s_mean:7.3f} {e.sim_s:6.1f}  "
+                     f"{'yes' if e.success else 'no':>5} {e.plans:>5} {to_reach:>8} "
+                     f"{e.planner_s_mean:7.3f} {e.sim_s:6.1f}  "
                      f"{e.state}{'' if e.state != 'fault' else ': ' + e.reason[:70]}")
     return "\n".join(lines)
 
 
-def summary_line(mode: str, s: dict[str, float], success_m: float, max_plans: int) -> str:
+def summary_line(mode: str, s: dict[str, float], success_m: float, max_plans: int, oracle: bool = False) -> str:
     ok = s["success_rate"] >= TARGET_SUCCESS and s["planner_s_mean"] <= TARGET_PLAN_S
-    return (f"{mode:>8}: final success {100 * s['success_rate']:.0f}% (reached at some step "
-            f"{100 * s['reached_rate']:.0f}%) within {100 * success_m:.0f} cm in {max_plans} plans, "
-            f"mean final distance {100 * s['final_distance_m_mean']:.1f} cm, {s['planner_s_mean']:.3f} s per plan "
+    after = f", after {s['plans_to_reach_mean']:.1f} plans on average" if s["reached_rate"] > 0 else ""
+    return (f"{mode:>8}{' (ORACLE)' if oracle else ''}: final success {100 * s['success_rate']:.0f}% (reached at "
+            f"some step {100 * s['reached_rate']:.0f}%{after}) "
+            f"within {100 * success_m:.0f} cm in {max_plans} plans, mean final distance "
+            f"{100 * s['final_distance_m_mean']:.1f} cm, {s['planner_s_mean']:.3f} s per plan "
             f"(max {s['planner_s_max']:.3f}), {s['faults']} faults over {s['goals']} goals; target >= "
             f"{100 * TARGET_SUCCESS:.0f}% at <= {TARGET_PLAN_S:.0f} s/plan: {'met' if ok else 'not met'}")
 
@@ -344,7 +358,7 @@ def main(args: argparse.Namespace) -> int:
     for mode, r in result["modes"].items():
         print(format_table(mode, [EpisodeResult(**e) for e in r["episodes"]]))
     for mode, r in result["modes"].items():
-        print(summary_line(mode, r["summary"], args.success_m, args.max_plans))
+        print(summary_line(mode, r["summary"], args.success_m, args.max_plans, args.oracle))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"config": str(args.config), "oracle": args.oracle, "goals": args.goals, "seed": args.seed,
