@@ -63,12 +63,12 @@ def test_oracle_reaches_both_goals_in_both_modes():
 def test_cli_tiny_model_reports_every_number(tmp_path, capsys):
     out = tmp_path / "reach.json"
     assert cli_main(["bench", "sim-reach", "--goals", "2", "--max-plans", "3", "--samples", "8", "--iterations", "1",
-                     "--camera-px", "64", "--json", str(out)]) == 0
+                     "--camera-px", "64", "--hold-rule", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "expect ~0% success" in printed
     assert printed.count("final success") == 2 and "mode async" in printed and "mode blocking" in printed
     report = json.loads(out.read_text())
-    assert report["seed_offset"] == 10_000 and report["oracle"] is False
+    assert report["seed_offset"] == 10_000 and report["oracle"] is False and report["hold_rule"] is True
     for mode in ("async", "blocking"):
         s = report["modes"][mode]["summary"]
         assert s["goals"] == 2 and 0.0 <= s["success_rate"] <= s["reached_rate"] <= 1.0
@@ -76,3 +76,13 @@ def test_cli_tiny_model_reports_every_number(tmp_path, capsys):
         for e in report["modes"][mode]["episodes"]:
             assert 1 <= e["plans"] <= 3 and e["planner_s_mean"] > 0
             assert math.isfinite(e["final_distance_m"]) and e["min_distance_m"] <= e["final_distance_m"] + 1e-12
+
+
+def test_oracle_reaches_in_real_time_with_the_loop_threads():
+    cfg = bench_config(DEMO_CONFIG, samples=32, iterations=2)
+    result = run_bench(cfg, goals=1, seed=0, max_plans=8, oracle=True, camera_px=64, real_time=True, progress=False)
+    for mode in ("async", "blocking"):
+        (e,) = result["modes"][mode]["episodes"]
+        assert e["success"] and e["final_distance_m"] < 0.05 and e["plans"] == 8 and e["state"] == "active"
+        # the run took real time: at least the plans' model steps
+        assert e["wall_s"] >= 8 * cfg.control.model_step_s

@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="force the planner's hold rule on (default: the config's control.hold_rule)")
     parser.add_argument("--samples", type=int, default=None, help="override planning.samples")
     parser.add_argument("--iterations", type=int, default=None, help="override planning.iterations")
+    parser.add_argument("--real-time", action="store_true",
+                        help="run the sim and the loop's threads in real time, so planning takes time while the "
+                             "arm moves (default: stepped simulated time, planning takes none)")
     parser.add_argument("--camera-px", type=int, default=CAMERA_PX, help=f"sim camera size (default {CAMERA_PX})")
     parser.add_argument("--json", type=Path, default=None, help="also write every task's numbers here")
 
@@ -167,19 +170,47 @@ class OracleWorldModel:
 
 
 # --- one episode ---------------------------------------------------------------------------------
+class PlanBudget:
+    """The planner, allowed `max_plans` plans: after them `has_goal` is False, so the control loop
+    plans no more while the last move runs to its end. Records what each plan saw (the
+    end-effector pose [7]) and how long it took (diagnostics `timings.total_s`). Everything else
+    is the wrapped planner's."""
+
+    def __init__(self, planner: Any, max_plans: int) -> None:
+        self.planner, self.max_plans = planner, int(max_plans)
+        self.poses: list[np.ndarray] = []          # [7] per plan
+        self.seconds: list[float] = []             # planner wall time per plan
+
+    @property
+    def spent(self) -> bool:
+        return len(self.poses) >= self.max_plans
+
+    @property
+    def has_goal(self) -> bool:
+        return self.planner.has_goal and not self.spent
+
+    def plan(self, frame: np.ndarray, state: np.ndarray) -> Any:
+        self.poses.append(np.array(state, dtype=np.float64))
+        result = self.planner.plan(frame, state)
+        self.seconds.append(float(result.diagnostics["timings"]["total_s"]))
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.planner, name)
+
+
 @dataclass
 class EpisodeResult:
     index: int
     start_distance_m: float
-    min_distance_m: float                   # over the planning steps and the end
+    min_distance_m: float                   # over the planning steps' observations and the end
     final_distance_m: float                 # at rest after the last plan's move (or at a fault / the cap)
     reached: bool                           # within success_m at some planning step or at the end
     success: bool                           # within success_m at the end
     plans: int
-    plans_to_reach: int | None              # first planning step (1-based) observed within success_m
+    plans_to_reach: int | None              # first planning step (1-based) that saw the arm within success_m
     planner_s_mean: float                   # planner.plan wall time (diagnostics timings total_s)
     planner_s_max: float
-    step_s_mean: float                      # the loop's whole planning step (planner, IK, safety)
     sim_s: float                            # simulated time of the episode
     wall_s: float
     state: str
@@ -189,58 +220,58 @@ class EpisodeResult:
 def run_episode(cfg: StackConfig, planner: Any, backend: Any, task: ReachTask, max_plans: int,
                 success_m: float) -> EpisodeResult:
     """Goal image at task.q_goal, reset to task.q_start, closed loop until max_plans plans, then
-    until the last move is done and the arm is at rest; or until a fault or a simulated-time cap."""
+    until the last move is done and the arm is at rest; or until a fault or a time cap.
+
+    A fast-mode sim is stepped here (planning takes no simulated time); a real-time sim runs the
+    loop's command and planner threads while this thread watches."""
     t_wall = time.monotonic()
-    frame = cfg.control.ee_frame
-    kin = backend.kinematics
+    frame, ctl = cfg.control.ee_frame, cfg.control
+    real_time = backend.cfg.real_time
 
     def distance() -> float:
-        return float(np.linalg.norm(kin.fk(backend.read_state().q, frame)[:3, 3] - task.p_goal_m))
+        return float(np.linalg.norm(backend.kinematics.fk(backend.read_state().q, frame)[:3, 3] - task.p_goal_m))
 
     planner.set_goal_image(goal_view(backend, task.q_goal))   # the oracle reads the arm here, at the goal
     backend.reset(task.q_start)
-    loop = build_loop(cfg, planner, backend, backend.camera())  # a fresh camera: nothing cached from the goal
+    budget = PlanBudget(planner, max_plans)
+    loop = build_loop(cfg, budget, backend, backend.camera())   # a fresh camera: nothing cached from the goal
     loop.activate()
     t0 = backend.now_s()
-    cap_s = max_plans * max(4 * cfg.control.model_step_s, 1.0) + 2.0
+    cap_s = max_plans * max(4 * ctl.model_step_s, 1.0) + 2.0
     start = distance()
-    dists, planner_s, step_s = [], [], []
     reason = ""
-    settle = cfg.control.settle_velocity_rad_s
-    while loop.state is not LoopState.FAULT:
-        now = backend.now_s()
-        if now - t0 > cap_s:
-            reason = f"simulated-time cap {cap_s:.1f} s"
-            break
-        if loop.plan_count >= max_plans:
-            # No further plans (the loop plans only with a goal); the last move runs to the end and
-            # the arm settles: that is the final position.
-            if planner.has_goal:
-                planner.clear_goal()
-            moved = now - loop.last_plan["stamp_s"] >= cfg.control.model_step_s
-            if moved and np.all(np.abs(backend.read_state().dq) < settle):
+    if real_time:
+        loop.start()
+    try:
+        while loop.state is not LoopState.FAULT:
+            now = backend.now_s()
+            if now - t0 > cap_s:
+                reason = f"time cap {cap_s:.1f} s"
                 break
-        plans = loop.plan_count
-        loop.step()
-        if loop.plan_count != plans:
-            dists.append(distance())
-            info = loop.last_plan
-            step_s.append(info["plan_ms"] / 1e3)
-            if "diagnostics" in info:
-                planner_s.append(info["diagnostics"]["timings"]["total_s"])
-    final = distance()
-    loop.close()
-    dists.append(final)
-    nan = float("nan")
+            last = loop.last_plan
+            if budget.spent and last is not None:      # the last move runs to its end, then the arm settles
+                moved_from = last["stamp_s"] + (last["plan_ms"] / 1e3 if real_time else 0.0)
+                if now - moved_from >= ctl.model_step_s and \
+                        np.all(np.abs(backend.read_state().dq) < ctl.settle_velocity_rad_s):
+                    break
+            if real_time:
+                time.sleep(ctl.period_s)
+            else:
+                loop.step()
+        final = distance()                             # before stop(), which brakes and holds
+        state, state_reason = loop.state.value, loop.reason
+    finally:
+        loop.close()
+    dists = [float(np.linalg.norm(p[:3] - task.p_goal_m)) for p in budget.poses] + [final]
     within = [i for i, d in enumerate(dists) if d <= success_m]
+    nan = float("nan")
     return EpisodeResult(
         index=task.index, start_distance_m=start, min_distance_m=min(dists), final_distance_m=final,
-        reached=bool(within), success=final <= success_m, plans=loop.plan_count,
-        plans_to_reach=within[0] + 1 if within else None,
-        planner_s_mean=float(np.mean(planner_s)) if planner_s else nan,
-        planner_s_max=float(np.max(planner_s)) if planner_s else nan,
-        step_s_mean=float(np.mean(step_s)) if step_s else nan, sim_s=backend.now_s() - t0,
-        wall_s=time.monotonic() - t_wall, state=loop.state.value, reason=reason or loop.reason)
+        reached=bool(within), success=final <= success_m, plans=len(budget.seconds),
+        plans_to_reach=min(within[0] + 1, len(budget.poses)) if within else None,
+        planner_s_mean=float(np.mean(budget.seconds)) if budget.seconds else nan,
+        planner_s_max=float(np.max(budget.seconds)) if budget.seconds else nan,
+        sim_s=backend.now_s() - t0, wall_s=time.monotonic() - t_wall, state=state, reason=reason or state_reason)
 
 
 def _mean(values: list[float | None]) -> float:
@@ -306,7 +337,7 @@ def bench_config(path: Path, hold_rule: bool = False, samples: int | None = None
 
 def run_bench(cfg: StackConfig, goals: int = 20, seed: int = 0, max_plans: int = 30,
               modes: tuple[str, ...] = MODES, success_m: float = 0.05, oracle: bool = False,
-              camera_px: int = CAMERA_PX, progress: bool = True) -> dict[str, Any]:
+              camera_px: int = CAMERA_PX, real_time: bool = False, progress: bool = True) -> dict[str, Any]:
     """The same held-out tasks in each mode -> {"tasks", "modes": {mode: {"episodes", "summary"}}}."""
     if max_plans < 1:
         raise ConfigError(f"max_plans must be >= 1, got {max_plans}")
@@ -315,7 +346,7 @@ def run_bench(cfg: StackConfig, goals: int = 20, seed: int = 0, max_plans: int =
     for mode in modes:
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-    backend = build_backend(cfg, camera_width=camera_px, camera_height=camera_px)
+    backend = build_backend(cfg, camera_width=camera_px, camera_height=camera_px, real_time=real_time)
     backend.connect()
     try:
         frame = cfg.control.ee_frame
@@ -350,11 +381,12 @@ def main(args: argparse.Namespace) -> int:
     p = cfg.planning
     print(f"sim-reach: {args.goals} held-out goals (seeds [{REACH_SEED_OFFSET + args.seed}, i]), model {model}; "
           f"CEM {p.samples} samples x {p.iterations} iterations, horizon {p.horizon}; hold rule "
-          f"{'on' if cfg.control.hold_rule else 'off'}; {torch.get_num_threads()} torch threads")
+          f"{'on' if cfg.control.hold_rule else 'off'}; {torch.get_num_threads()} torch threads; "
+          f"{'real time' if args.real_time else 'stepped simulated time (planning takes none)'}")
     if not args.oracle and cfg.model.checkpoint is None:
         print("sim-reach: the model has no checkpoint (random weights): expect ~0% success")
     result = run_bench(cfg, args.goals, args.seed, args.max_plans, tuple(args.modes), args.success_m, args.oracle,
-                       args.camera_px)
+                       args.camera_px, args.real_time)
     for mode, r in result["modes"].items():
         print(format_table(mode, [EpisodeResult(**e) for e in r["episodes"]]))
     for mode, r in result["modes"].items():
@@ -363,7 +395,7 @@ def main(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"config": str(args.config), "oracle": args.oracle, "goals": args.goals, "seed": args.seed,
                 "seed_offset": REACH_SEED_OFFSET, "max_plans": args.max_plans, "success_m": args.success_m,
-                "hold_rule": cfg.control.hold_rule, "planning": dataclasses.asdict(cfg.planning),
+                "hold_rule": cfg.control.hold_rule, "real_time": args.real_time, "planning": dataclasses.asdict(cfg.planning),
                 "torch_threads": torch.get_num_threads()}
         args.json.write_text(json.dumps({**meta, **result}, indent=1))
         print(f"sim-reach: wrote {args.json}")
