@@ -4,18 +4,19 @@ Held-out random reach tasks: a goal end-effector position drawn in a workspace b
 as at home, solved to joints by IK from the home posture), and a start posture drawn the same
 way at least `MIN_SEPARATION_M` away. The goal image is the camera's view at the goal posture;
 then the arm is reset to the start and the real control loop (planner, IK, safety envelope,
-interpolator, sim backend) runs in stepped simulated time until `max_plans` planning steps or a
-fault. Task seeds are `[REACH_SEED_OFFSET + seed, i]`; `vjepa2-ros sim record` draws its
-training episodes from `[seed, i]`, so the tasks are held out for any recording seed below
-REACH_SEED_OFFSET.
+interpolator, sim backend) runs until `max_plans` planning steps (then until the last move is
+done and the arm is at rest) or a fault. Task seeds are `[REACH_SEED_OFFSET + seed, i]`;
+`vjepa2-ros sim record` draws its training episodes from `[seed, i]`, so the tasks are held out
+for any recording seed below REACH_SEED_OFFSET.
 
-Per task: the end-effector distance to the goal position at every planning step and at the end
-(the arm at rest after the last plan's move), "reached" (within success_m at some planning step) and
-"final" (within success_m at the end, as spec/SIM_WORLD_MODEL_NOTES.md asks: both), and the
-planner's time per step (its diagnostics' `timings.total_s`). Per mode (async: plan while
-moving; blocking: stop, plan, move, the paper's) a table and a summary line. Planning takes no
-simulated time here, so the two modes differ only in where each plan's observation is taken
-(moving vs at rest), and in the simulated time a reach needs.
+Per task: the end-effector distance to the goal position at every planning step's observation
+and at the end, "reached" (within success_m at some planning step) and "final" (within
+success_m at the end; spec/SIM_WORLD_MODEL_NOTES.md asks for both), and the planner's time per
+step (its diagnostics' `timings.total_s`). Per mode (async: plan while moving; blocking: stop,
+plan, move, the paper's) a table and a summary line. By default the sim is stepped and planning
+takes no simulated time, so the two modes differ only in where each plan's observation is taken
+(moving vs at rest) and in the simulated time a reach needs; `--real-time` runs the sim and the
+loop's command and planner threads in real time, so a slow planner also costs motion time.
 
 `--oracle` swaps the learned model for `OracleWorldModel`, whose latent is the true end-effector
 position: a sanity check of goal sampling, CEM, IK, safety and control, not of any model; it
