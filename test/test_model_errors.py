@@ -157,3 +157,17 @@ def test_read_only_frames_are_accepted_without_warnings():
         warnings.simplefilter("error")
         out = preprocess_frames(frame, PreprocessConfig(crop_size=32))
     assert out.shape == (3, 1, 32, 32)
+
+
+def test_config_from_dict_reads_presets_overrides_and_to_dict_output():
+    import json
+
+    from vjepa2_ros.model.config import config_from_dict
+    assert config_from_dict("encoder", "vit_giant") == EncoderConfig.vit_giant()
+    assert config_from_dict("encoder", {"preset": "vit_tiny", "depth": 3}) == EncoderConfig.tiny(depth=3)
+    cfg = PredictorConfig.tiny(img_size=(64, 48))
+    assert config_from_dict("predictor", json.loads(json.dumps(cfg.to_dict()))) == cfg   # lists back to tuples
+    with pytest.raises(ConfigError, match=r"unknown encoder fields \['depht'\]"):
+        config_from_dict("encoder", {"preset": "vit_tiny", "depht": 3})
+    with pytest.raises(ConfigError, match="unknown encoder preset 'vit_small'"):
+        config_from_dict("encoder", "vit_small")

@@ -26,6 +26,7 @@ import yaml
 
 from vjepa2_ros.errors import ConfigError
 from vjepa2_ros.model import EncoderConfig, PredictorConfig, PreprocessConfig
+from vjepa2_ros.model.config import config_from_dict
 from vjepa2_ros.planning.cem import CEMConfig
 from vjepa2_ros.robot.franky_backend import FrankyConfig
 from vjepa2_ros.robot.safety import SafetyConfig
@@ -76,31 +77,15 @@ class ModelConfig:
         self.preprocess_config()
 
     def encoder_config(self) -> EncoderConfig:
-        return _network_config(EncoderConfig, self.encoder, "encoder")
+        return config_from_dict("encoder", self.encoder)
 
     def predictor_config(self) -> PredictorConfig:
-        return _network_config(PredictorConfig, self.predictor, "predictor")
+        return config_from_dict("predictor", self.predictor)
 
     def preprocess_config(self) -> PreprocessConfig:
         """ROI, then the planner's centre square crop resized to the predictor's img_size."""
         img = self.predictor_config().img_size
         return PreprocessConfig(crop_size=img if isinstance(img, int) else img[0], mode="inference", roi=self.roi)
-
-
-def _network_config(cls: type, spec: str | dict, what: str) -> Any:
-    if isinstance(spec, str):
-        return cls.from_preset(spec)
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{what} must be a preset name or a dict of {cls.__name__} fields, got {spec!r}")
-    fields = dict(spec)
-    preset = fields.pop("preset", None)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(fields) - names)
-    if unknown:
-        raise ConfigError(f"unknown fields {unknown}; expected 'preset' and fields of {sorted(names)}")
-    if isinstance(fields.get("img_size"), list):
-        fields["img_size"] = tuple(fields["img_size"])
-    return cls.from_preset(preset, **fields) if preset is not None else cls(**fields)
 
 
 @dataclass(frozen=True)

@@ -195,16 +195,22 @@ PREDICTOR_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def config_from_dict(kind: str, d: dict[str, Any]) -> EncoderConfig | PredictorConfig:
-    """Rebuild a config written by `to_dict` (JSON turns tuples into lists)."""
+def config_from_dict(kind: str, spec: str | dict[str, Any]) -> EncoderConfig | PredictorConfig:
+    """An encoder or predictor config from a preset name, {"preset": name, **overrides}, or a full
+    field dict as `to_dict` writes it (JSON / YAML lists become the tuples they stand for)."""
     cls = {"encoder": EncoderConfig, "predictor": PredictorConfig}.get(kind)
     if cls is None:
         raise ConfigError(f"config kind must be 'encoder' or 'predictor', got {kind!r}")
+    if isinstance(spec, str):
+        return cls.from_preset(spec)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{kind} must be a preset name or a dict of {cls.__name__} fields, got {spec!r}")
+    fields = dict(spec)
+    preset = fields.pop("preset", None)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
+    unknown = sorted(set(fields) - names)
     if unknown:
-        raise ConfigError(f"unknown {kind} config fields {unknown}; expected a subset of {sorted(names)}")
-    d = dict(d)
-    if isinstance(d.get("img_size"), list):
-        d["img_size"] = tuple(d["img_size"])
-    return cls(**d)
+        raise ConfigError(f"unknown {kind} fields {unknown}; expected 'preset' and a subset of {sorted(names)}")
+    if isinstance(fields.get("img_size"), list):
+        fields["img_size"] = tuple(fields["img_size"])
+    return cls.from_preset(preset, **fields) if preset is not None else cls(**fields)

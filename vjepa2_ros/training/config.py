@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vjepa2_ros.errors import ConfigError
-from vjepa2_ros.model.config import EncoderConfig, PredictorConfig
+from vjepa2_ros.model.config import EncoderConfig, PredictorConfig, config_from_dict
 
 CROP_MODES = ("inference", "droid_train")
 DEVICES = ("auto", "cpu", "cuda")
@@ -120,10 +120,10 @@ class TrainConfig:
 
     # -- derived -------------------------------------------------------------------------------
     def encoder_config(self) -> EncoderConfig:
-        return _model_config(EncoderConfig, self.encoder, "encoder")
+        return _network("encoder", self.encoder)
 
     def predictor_config(self) -> PredictorConfig:
-        return _model_config(PredictorConfig, self.predictor, "predictor")
+        return _network("predictor", self.predictor)
 
     @property
     def crop_size(self) -> int:
@@ -167,19 +167,14 @@ class TrainConfig:
         return cls.from_dict(d)
 
 
-def _model_config(cls: type, d: dict[str, Any], kind: str) -> Any:
+def _network(kind: str, spec: dict[str, Any]) -> Any:
     """{"preset": name, **overrides} or a full field dict -> EncoderConfig / PredictorConfig."""
-    if not isinstance(d, dict):
-        raise ConfigError(f"train config: {kind} must be a mapping like {{preset: ..., field: value}}, got {d!r}")
-    d = dict(d)
-    preset = d.pop("preset", None)
-    if isinstance(d.get("img_size"), list):
-        d["img_size"] = tuple(d["img_size"])
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"train config: unknown {kind} fields {unknown}; expected 'preset' and a subset of {sorted(names)}")
-    return cls.from_preset(preset, **d) if preset is not None else cls(**d)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"train config: {kind} must be a mapping like {{preset: ..., field: value}}, got {spec!r}")
+    try:
+        return config_from_dict(kind, spec)
+    except ConfigError as e:
+        raise ConfigError(f"train config: {e}") from None
 
 
 def make_example_config(out_dir: str | Path, droid: tuple[str, ...] = (), **changes: Any) -> TrainConfig:
