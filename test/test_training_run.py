@@ -206,3 +206,27 @@ def test_fine_tuning_starts_from_the_given_checkpoint(droid_root, tmp_path):
 def test_cuda_device_without_cuda_is_a_config_error(droid_root, tmp_path):
     with pytest.raises(ConfigError, match="no CUDA device"):
         train(tiny_config(tmp_path, droid_root, device="cuda"), progress=False)
+
+
+def test_a_trained_tiny_model_plugs_into_the_stack(droid_root, tmp_path):
+    """A run with a seeded random encoder writes it beside the predictor, and a stack config that
+    names both files plans with exactly the networks of the run."""
+    from vjepa2_ros.control.config import load_config
+    from vjepa2_ros.control.stack import build_world_model
+    from vjepa2_ros.model import VJEPA2Encoder
+    from vjepa2_ros.planning.planner import make_example_frame
+
+    cfg = tiny_config(tmp_path / "run", droid_root, steps=2)
+    train(cfg)
+    out = Path(cfg.out_dir)
+    stack = load_config({"model": {"encoder": "vit_tiny", "predictor": "ac_tiny",
+                                   "checkpoint": str(out / "predictor.safetensors"),
+                                   "encoder_checkpoint": str(out / "encoder.safetensors")}})
+    wm = build_world_model(stack.model)
+    torch.manual_seed(cfg.seed)                                    # the run's encoder, rebuilt as train() builds it
+    expected = VJEPA2Encoder(cfg.encoder_config()).state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in wm.runtime.encoder.state_dict().items())
+    trained = ACPredictor(cfg.predictor_config())
+    load_official_checkpoint(out / "predictor.safetensors", trained)
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in wm.runtime.predictor.state_dict().items())
+    assert torch.isfinite(wm.encode(make_example_frame(64, 64))).all()

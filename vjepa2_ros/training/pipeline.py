@@ -18,14 +18,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from vjepa2_ros.errors import CheckpointError, EngineError
 from vjepa2_ros.model.checkpoint import load_official_checkpoint
 from vjepa2_ros.model.encoder import VJEPA2Encoder
 from vjepa2_ros.model.predictor import ACPredictor
 from vjepa2_ros.training.config import TrainConfig
-from vjepa2_ros.training.train import CHECKPOINT, WEIGHTS, config_from_args, train
+from vjepa2_ros.training.train import CHECKPOINT, ENCODER_WEIGHTS, WEIGHTS, config_from_args, train
 
 # Fields that do not change what a finished run produced.
 RUN_ONLY_FIELDS = ("out_dir", "log_every", "ckpt_every", "num_workers", "tensorboard", "cache_dir")
@@ -77,8 +76,11 @@ def export_stage(cfg: TrainConfig, engine_dir: Path, precision: str, steps: tupl
         raise CheckpointError(f"{weights} does not exist: the train stage did not finish")
     export_cfg = ExportConfig(precision=precision, steps=steps)
     enc_cfg, pred_cfg = cfg.encoder_config(), cfg.predictor_config()
-    pred_id = weights_id(weights)
-    enc_id = weights_id(cfg.encoder_checkpoint, seed=cfg.seed)
+    # The frozen encoder: the configured file, else the seeded random one train saved beside the predictor.
+    enc_file = Path(cfg.encoder_checkpoint) if cfg.encoder_checkpoint is not None else Path(cfg.out_dir) / ENCODER_WEIGHTS
+    if not enc_file.is_file():
+        raise CheckpointError(f"{enc_file} does not exist: the train stage did not finish")
+    pred_id, enc_id = weights_id(weights), weights_id(enc_file)
     wanted = [("encoder", None, enc_cfg, enc_id)] + [("predictor", t, pred_cfg, pred_id) for t in steps]
     stale = []
     for network, t, model_cfg, wid in wanted:
@@ -98,10 +100,7 @@ def export_stage(cfg: TrainConfig, engine_dir: Path, precision: str, steps: tupl
     if not stale:
         return f"export: up to date ({len(wanted)} graphs in {engine_dir})"
     print("pipeline: exporting because " + "; ".join(stale))
-    torch.manual_seed(cfg.seed)                         # the same random encoder train built when no file is given
-    encoder = VJEPA2Encoder(enc_cfg)
-    if cfg.encoder_checkpoint is not None:
-        load_official_checkpoint(cfg.encoder_checkpoint, encoder)
+    encoder = load_official_checkpoint(enc_file, VJEPA2Encoder(enc_cfg, init=False))
     predictor = load_official_checkpoint(weights, ACPredictor(pred_cfg, init=False))
     paths = export_onnx(encoder.eval(), predictor.eval(), engine_dir, export_cfg, pred_id, encoder_weights=enc_id,
                         rebuild=rebuild, progress=progress)

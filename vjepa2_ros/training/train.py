@@ -7,7 +7,9 @@ of every global batch, so N processes with batch b train exactly like one proces
 
 Writes to out_dir: config.yaml, data_report.json, log.csv (+ tb/ for TensorBoard),
 checkpoint.safetensors (predictor, optimiser state, step: resumable exactly) and
-predictor.safetensors (weights only, official names: what `export` loads).
+predictor.safetensors (weights only, official names: what `export` loads), and, when the frozen
+encoder is a seeded random initialisation rather than a file, encoder.safetensors, so a stack
+config can plan with exactly the encoder the predictor was trained on (model.encoder_checkpoint).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from vjepa2_ros.training.schedule import wsd_lr
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "predictor.safetensors"
+ENCODER_WEIGHTS = "encoder.safetensors"
 LOG_FIELDS = ("step", "lr", "loss", "loss_tf", "loss_rollout", "grad_norm", "clips_per_s", "time_s")
 
 
@@ -139,11 +142,13 @@ def load_checkpoint(path: Path, predictor: ACPredictor, optimizer: torch.optim.O
     return int(meta["step"]), json.loads(meta["config"])
 
 
-def save_weights(path: Path, predictor: ACPredictor) -> None:
+def save_weights(path: Path, module: ACPredictor | VJEPA2Encoder) -> None:
+    """Weights only, under the official names, with the network's config in the metadata."""
     from safetensors.torch import save_file
+    kind = "encoder" if isinstance(module, VJEPA2Encoder) else "predictor"
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in predictor.state_dict().items()}, str(tmp),
-              metadata={"format": "vjepa2_ros.predictor", "predictor": json.dumps(predictor.cfg.to_dict())})
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp),
+              metadata={"format": f"vjepa2_ros.{kind}", kind: json.dumps(module.cfg.to_dict())})
     os.replace(tmp, path)
 
 
@@ -212,6 +217,8 @@ def train(cfg: TrainConfig, loaders: Sequence[EpisodeLoader] | None = None, prog
         encoder = VJEPA2Encoder(cfg.encoder_config())
         if cfg.encoder_checkpoint is not None:
             load_official_checkpoint(cfg.encoder_checkpoint, encoder)
+        elif main_process:                                        # a random encoder exists nowhere else
+            save_weights(out_dir / ENCODER_WEIGHTS, encoder)
         encoder.requires_grad_(False).eval().to(device)
         predictor = ACPredictor(cfg.predictor_config())           # official init (seeded)
         if cfg.init_from not in ("scratch", "resume"):
