@@ -49,7 +49,9 @@ def test_pipeline_runs_then_skips_then_redoes_what_changed(tmp_path, capsys):
 
     # newer data -> retrain -> new weights -> re-export
     h5 = root / "ep1" / "trajectory.h5"
-    later = (out / "checkpoint.safetensors").stat().st_mtime_ns + 1_000_000_000
+    # 1 ms after the checkpoint: newer, yet older than anything the next runs write (a later
+    # stamp would make the resumed checkpoint below look stale, depending on how fast runs are)
+    later = (out / "checkpoint.safetensors").stat().st_mtime_ns + 1_000_000
     os.utime(h5, ns=(later, later))
     third = run(capsys, cfg)
     assert "newer" in third and "train: trained 3 steps" in third and "export: wrote 3 graphs" in third
@@ -68,7 +70,7 @@ def test_pipeline_runs_then_skips_then_redoes_what_changed(tmp_path, capsys):
     _, saved = load_checkpoint(out / "checkpoint.safetensors", pred, opt)
     save_checkpoint(out / "checkpoint.safetensors", pred, opt, 2, TrainConfig.from_dict(saved))
     fifth = run(capsys, cfg)
-    assert "train: resumed from step 2 to 3" in fifth and "export: wrote" in fifth
+    assert "train: resumed from step 2 to 3" in fifth and "export: wrote" in fifth, fifth
 
     # the exported predictor computes the trained weights (onnxruntime vs torch)
     import onnxruntime as ort
