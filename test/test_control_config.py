@@ -100,3 +100,10 @@ def test_franky_section_configures_the_franky_backend():
     assert cfg.to_flat_dict()["franky.relative_dynamics_factor"] == 0.05   # a ROS parameter like the others
     with pytest.raises(ConfigError, match=r"^franky\.realtime: .*'sometimes'"):
         load_config({"franky": {"realtime": "sometimes"}})
+
+
+def test_planner_steps_must_fit_the_safety_envelope():
+    # a 7.5 cm box allows 13 cm diagonal steps: every corner plan would fault at the 10 cm limit
+    with pytest.raises(ConfigError, match=r"^planning: maxnorm 0\.075 m with bound 'box' allows .* 0\.1299 m"):
+        load_config({"planning": {"maxnorm": 0.075, "bound": "box"}, "safety": {"max_ee_step_m": 0.10}})
+    assert load_config({"planning": {"maxnorm": 0.075, "bound": "l1"}, "safety": {"max_ee_step_m": 0.10}})

@@ -151,6 +151,16 @@ class StackConfig:
     franky: FrankyConfig = field(default_factory=FrankyConfig)    # used when control.backend is "franky";
                                                                   # its arm follows control.robot
 
+    def __post_init__(self) -> None:
+        # A plan the envelope must refuse is a fault waiting to happen: the largest end-effector
+        # step CEM may propose (the box's diagonal, or the L1 radius) must fit safety.max_ee_step_m.
+        p = self.planning
+        largest = p.maxnorm * (3 ** 0.5 if p.bound == "box" else 1.0)
+        if largest > self.safety.max_ee_step_m:
+            raise ConfigError(f"planning: maxnorm {p.maxnorm} m with bound {p.bound!r} allows end-effector steps of "
+                              f"{largest:.4f} m, more than safety.max_ee_step_m {self.safety.max_ee_step_m} m; "
+                              f"lower maxnorm, use bound 'l1', or raise the safety limit")
+
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (tuples as lists), loadable by `load_config`."""
         return _plain(dataclasses.asdict(self))
