@@ -1,7 +1,8 @@
-"""`vjepa2-ros pipeline`: train -> export -> build-engines, with up-to-date stages skipped."""
+"""`vjepa2-ros pipeline`: record -> train -> export -> build-engines -> ship, with up-to-date stages skipped."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 import yaml
 
 from vjepa2_ros.cli import main
+from vjepa2_ros.model.selfcheck import sha256
 from vjepa2_ros.data.droid import write_droid_episode
 from vjepa2_ros.data.episode import make_example_episode
 from vjepa2_ros.model import ACPredictor, PredictorConfig, load_official_checkpoint
@@ -81,3 +83,41 @@ def test_pipeline_runs_then_skips_then_redoes_what_changed(tmp_path, capsys):
     (onnx_out,) = sess.run(None, {"z": z.numpy(), "actions": a.numpy(), "states": s.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(onnx_out, pred(z, a, s).numpy(), atol=1e-4)
+
+
+def test_pipeline_records_sim_data_trains_exports_and_ships_a_loadable_model(tmp_path, capsys):
+    """Issue 9's one command on a tiny config: record -> train -> export -> ship, then all skipped."""
+    from vjepa2_ros.control.config import load_config
+    from vjepa2_ros.control.stack import build_world_model
+    from vjepa2_ros.engines.manifest import read_manifest, weights_id
+    data, out, ship = tmp_path / "sim", tmp_path / "run", tmp_path / "models" / "sim"
+    cfg = write_config(tmp_path / "train.yaml", data, out, ship_dir=str(ship), clip_frames=4,
+                       sim_record={"seeds": [3], "episodes": 2, "steps": 6, "size": "64x64"})
+
+    first = run(capsys, cfg)
+    assert "record: recorded 2 episodes" in first and "train: trained 3 steps" in first, first
+    assert "export: wrote 3 graphs" in first and "ship: copied" in first, first
+    assert sorted(p.name for p in data.glob("episode_*")) == ["episode_000", "episode_001"]
+    card = json.loads((ship / "model.json").read_text())
+    assert card["sha256"]["predictor.safetensors"] == sha256(out / "predictor.safetensors")
+    assert card["training"]["steps"] == 3 and np.isfinite(card["training"]["loss"])
+    # the exported graphs' manifests name the shipped weights
+    manifest = read_manifest(out / "engines" / "predictor-T1-float32.onnx")
+    assert manifest.weights == weights_id(ship / "predictor.safetensors")
+
+    second = run(capsys, cfg)
+    for stage in ("record", "train", "export", "ship"):
+        assert f"{stage}: up to date" in second, second
+
+    # the shipped files plan: a stack config made of the card's model section loads and encodes
+    wm = build_world_model(load_config({"model": card["model"]}).model)
+    z = wm.encode(np.zeros((64, 64, 3), dtype=np.uint8))
+    assert z.shape[-2:] == wm.latent_shape and torch.isfinite(z).all()
+
+    # a folder the recorder did not write is never overwritten
+    foreign = tmp_path / "mine"
+    (foreign / "x").mkdir(parents=True)
+    write_config(cfg, foreign, out, clip_frames=4, sim_record={"seeds": [3], "episodes": 2, "steps": 6, "size": "64x64"})
+    assert main(["pipeline", str(cfg), "--no-progress"]) != 0
+    assert "is not empty and has no sim_record.json" in capsys.readouterr().err
+    assert (foreign / "x").is_dir()

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from vjepa2_ros.control.config import MODES, StackConfig, load_config
 from vjepa2_ros.control.goal_view import goal_view
-from vjepa2_ros.control.stack import build_backend, build_loop, build_planner, build_world_model
+from vjepa2_ros.control.stack import build_backend, build_loop, build_planner, build_world_model, sim_camera_px
 from vjepa2_ros.control.state import LoopState
 from vjepa2_ros.errors import ConfigError, PlanningError, SafetyError
 from vjepa2_ros.planning.pose import integrate_actions
@@ -54,7 +54,6 @@ WORKSPACE_MIN_M = (0.30, -0.25, 0.15)      # goal / start box of the end-effecto
 WORKSPACE_MAX_M = (0.65, 0.25, 0.45)
 MIN_SEPARATION_M = 0.10                    # start at least this far from the goal
 MAX_DRAWS = 1000                           # rejection-sampling attempts per position
-CAMERA_PX = 256                            # as the demo renders
 TARGET_SUCCESS = 0.8                       # issue 9: >= 80% success ...
 TARGET_PLAN_S = 2.0                        # ... at <= 2 s per planning step on the 2-core CPU
 
@@ -78,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--real-time", action="store_true",
                         help="run the sim and the loop's threads in real time, so planning takes time while the "
                              "arm moves (default: stepped simulated time, planning takes none)")
-    parser.add_argument("--camera-px", type=int, default=CAMERA_PX, help=f"sim camera size (default {CAMERA_PX})")
+    parser.add_argument("--camera-px", type=int, default=None,
+                        help="sim camera size (default: the model's input size, as `sim record` renders)")
     parser.add_argument("--json", type=Path, default=None, help="also write every task's numbers here")
 
 
@@ -338,7 +338,7 @@ def bench_config(path: Path, hold_rule: bool = False, samples: int | None = None
 
 def run_bench(cfg: StackConfig, goals: int = 20, seed: int = 0, max_plans: int = 30,
               modes: tuple[str, ...] = MODES, success_m: float = 0.05, oracle: bool = False,
-              camera_px: int = CAMERA_PX, real_time: bool = False, progress: bool = True) -> dict[str, Any]:
+              camera_px: int | None = None, real_time: bool = False, progress: bool = True) -> dict[str, Any]:
     """The same held-out tasks in each mode -> {"tasks", "modes": {mode: {"episodes", "summary"}}}."""
     if max_plans < 1:
         raise ConfigError(f"max_plans must be >= 1, got {max_plans}")
@@ -347,6 +347,7 @@ def run_bench(cfg: StackConfig, goals: int = 20, seed: int = 0, max_plans: int =
     for mode in modes:
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+    camera_px = camera_px or sim_camera_px(cfg.model)
     backend = build_backend(cfg, camera_width=camera_px, camera_height=camera_px, real_time=real_time)
     backend.connect()
     try:

@@ -8,8 +8,9 @@ control loop in simulated time, then writes to the output folder:
     recording/               with --record: every planning step and command (control.recorder)
 
 The model: config/default.yaml's (official weights, engines) when its files are present,
-otherwise config/sim_demo.yaml's tiny model; or the model of --config. A model without a
-checkpoint is randomly initialised and will not reach the goal; the demo says so.
+otherwise config/sim_demo.yaml's: the small world model trained in the simulator and shipped in
+models/sim_reach/; or the model of --config. A model without a checkpoint is randomly
+initialised and will not reach the goal; the demo says so.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from tqdm import tqdm
 
 from vjepa2_ros.control.config import ModelConfig, StackConfig, load_config
 from vjepa2_ros.control.goal_view import goal_view
-from vjepa2_ros.control.stack import build_backend, build_loop, build_planner, build_world_model
+from vjepa2_ros.control.stack import build_backend, build_loop, build_planner, build_world_model, sim_camera_px
 from vjepa2_ros.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 LAB_CONFIG = CONFIG_DIR / "default.yaml"
 DEMO_CONFIG = CONFIG_DIR / "sim_demo.yaml"
-CAMERA_PX = 256
+VIDEO_PX = 256                  # video frames are scaled up (nearest) to at least this height
 UNTRAINED_WARNING = ("WARNING: the model has no checkpoint (random weights): it is untrained and will not reach "
                      "the goal. This run shows the control loop, not the model; set model.checkpoint to trained "
                      "weights for a real reach.")
@@ -69,8 +70,11 @@ def choose_config(path: Path | None) -> tuple[StackConfig, str]:
         lab = load_config(LAB_CONFIG)
         chosen, source = (lab, str(LAB_CONFIG)) if weights_present(lab.model) else (demo, str(DEMO_CONFIG))
     if chosen.model.checkpoint is not None and not weights_present(chosen.model):
+        fix = ("run from the repository root (the paths are relative to it), or rebuild the sim model with "
+               "`vjepa2-ros pipeline config/sim_reach.yaml`") if path is None else \
+            "omit --config to use the shipped sim model"
         raise ConfigError(f"{source}: model.checkpoint {chosen.model.checkpoint} (or engine_dir "
-                          f"{chosen.model.engine_dir}) not found; omit --config to use the tiny demo model")
+                          f"{chosen.model.engine_dir}) not found; {fix}")
     control = dataclasses.replace(demo.control, record_dir=None)
     return dataclasses.replace(demo, model=chosen.model, planning=chosen.planning, control=control), source
 
@@ -97,7 +101,8 @@ def run_demo(cfg: StackConfig, out: Path, seconds: float = 8.0, goal_offset_m=(0
         cfg = dataclasses.replace(cfg, control=dataclasses.replace(cfg.control, record_dir=str(out / "recording")))
     t_wall = time.monotonic()
     planner = build_planner(cfg, build_world_model(cfg.model), seed=seed)
-    backend = build_backend(cfg, camera_width=CAMERA_PX, camera_height=CAMERA_PX)
+    px = sim_camera_px(cfg.model)                          # what the model takes in (64 px for the sim model)
+    backend = build_backend(cfg, camera_width=px, camera_height=px)
     backend.connect()
     try:
         # Goal: the view with the end effector moved by goal_offset_m (orientation kept).
@@ -147,10 +152,14 @@ def run_demo(cfg: StackConfig, out: Path, seconds: float = 8.0, goal_offset_m=(0
 
 
 def _video_frame(view: np.ndarray, goal: np.ndarray, t_s: float, dist_m: float, state: str) -> np.ndarray:
-    """[current | goal] with a caption line, uint8 [H + 24, 2W, 3]."""
+    """[current | goal], scaled up by an integer factor to >= VIDEO_PX, with a caption line:
+    uint8 [H' + 24, 2W', 3]."""
     import cv2
+    scale = max(1, -(-VIDEO_PX // view.shape[0]))
+    if scale > 1:
+        view = cv2.resize(view, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     h, w = view.shape[:2]
-    goal = cv2.resize(goal, (w, h), interpolation=cv2.INTER_AREA) if goal.shape[:2] != (h, w) else goal
+    goal = cv2.resize(goal, (w, h), interpolation=cv2.INTER_NEAREST) if goal.shape[:2] != (h, w) else goal
     canvas = np.zeros((h + 24, 2 * w, 3), dtype=np.uint8)
     canvas[24:, :w], canvas[24:, w:] = view, goal
     text = f"t {t_s:4.1f} s   distance {100 * dist_m:4.1f} cm   {state}"

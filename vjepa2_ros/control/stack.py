@@ -34,6 +34,15 @@ def build_planner(cfg: StackConfig, world_model: Any | None = None, seed: int = 
                    seed=seed, hold_rule=cfg.control.hold_rule)
 
 
+def sim_camera_px(model: ModelConfig) -> int:
+    """The simulated camera's size for this model: its input size (the ROI's longer side with an
+    ROI), so the sim renders what `sim record` rendered for a sim-trained model and nothing is
+    resized on the way in."""
+    if model.roi is not None:
+        return int(max(model.roi[2], model.roi[3]))
+    return model.preprocess_config().crop_size
+
+
 def build_backend(cfg: StackConfig, **kwargs: Any) -> RobotBackend:
     """The robot backend cfg.control.backend names, for cfg.control.robot under cfg.safety; kwargs
     override fields of the backend's own config (e.g. host for franky, real_time for the sim)."""

@@ -10,6 +10,7 @@ measured gripper closedness, so images, joints and states are consistent.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from vjepa2_ros.planning.pose import matrix_to_euler_xyz, pose7_from_matrix
 from vjepa2_ros.robot.kinematics import PANDA, Kinematics
 
 START_S = 1_700_000_000.0        # recording wall clock of the first episode (2023-11-14, like DROID's era)
+RECORD_MARKER = "sim_record.json"  # written last into the output folder: what was recorded (see record_params)
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,13 @@ class MotionConfig:
 def generate_episodes(out_dir: str | Path, count: int = 1, steps: int = 12, seed: int = 0,
                       step_s: float = DEFAULT_STEP_S, camera_size: tuple[int, int] = (64, 64),
                       record_hz: float = CONTENT_RATE_HZ, motion: MotionConfig = MotionConfig(),
-                      stereo: bool = False, progress: bool = False) -> list[Path]:
-    """Write `count` episodes of `steps` model steps (of step_s seconds) under out_dir/episode_NNN.
+                      stereo: bool = False, progress: bool = False, progress_position: int = 0) -> list[Path]:
+    """Write `count` episodes of `steps` model steps (of step_s seconds) under out_dir/episode_NNN,
+    then out_dir/sim_record.json (record_params: what a finished recording holds).
 
     camera_size: (height, width) of the rendered frames (even numbers, for MP4); record_hz: rows
-    per second (DROID: 15). Deterministic for a given seed.
+    per second (DROID: 15). Deterministic for a given seed. progress_position: the progress
+    bar's line when several recorders run side by side.
     """
     from vjepa2_ros.robot.sim import PandaSim, SimConfig
     if count < 1 or steps < 2:
@@ -66,16 +70,26 @@ def generate_episodes(out_dir: str | Path, count: int = 1, steps: int = 12, seed
     sim = PandaSim(SimConfig(camera_height=h, camera_width=w, seed=seed))
     try:
         paths = []
-        for i in tqdm(range(count), desc="sim episodes", disable=not progress):
+        for i in tqdm(range(count), desc=f"sim episodes (seed {seed})", disable=not progress,
+                      position=progress_position):
             rng = np.random.default_rng([seed, i])
             duration_s = (steps - 1) * step_s
             start_s = START_S + i * (duration_s + 60.0)
             episode = record_episode(sim, rng, duration_s, record_hz, motion, start_s, source=f"sim seed={seed} #{i}")
             paths.append(write_droid_episode(out_dir / f"episode_{i:03d}", episode, stereo=stereo, lab="SIM",
                                              task="move the arm around the cube"))
+        params = record_params(count, steps, seed, step_s, camera_size, record_hz)
+        (out_dir / RECORD_MARKER).write_text(json.dumps(params, indent=1) + "\n")
         return paths
     finally:
         sim.close()
+
+
+def record_params(count: int, steps: int, seed: int, step_s: float, camera_size: tuple[int, int],
+                  record_hz: float = CONTENT_RATE_HZ) -> dict:
+    """What `generate_episodes` recorded, as written to sim_record.json (the default motion)."""
+    return {"count": int(count), "steps": int(steps), "seed": int(seed), "step_s": float(step_s),
+            "size": [int(v) for v in camera_size], "record_hz": float(record_hz)}
 
 
 def record_episode(sim, rng: np.random.Generator, duration_s: float, record_hz: float, motion: MotionConfig,

@@ -70,6 +70,11 @@ class TrainConfig:
     log_every: int = 10                   # steps between CSV/TensorBoard rows
     ckpt_every: int = 1000                # steps between checkpoints (and one at the end)
     tensorboard: bool = True              # needs the `tensorboard` package; skipped with a note if absent
+    # -- pipeline only (`vjepa2-ros pipeline`; `train` ignores them) -----------------------------
+    # Record simulated episodes into the droid folders first: {seeds: [one per droid folder],
+    # episodes: per folder, steps: model steps per episode, size: "HxW"} (see `vjepa2-ros sim record`).
+    sim_record: dict[str, Any] | None = None
+    ship_dir: str | None = None           # copy the trained weights and a model card (model.json) here
 
     def __post_init__(self) -> None:
         def positive_int(name: str, minimum: int = 1) -> None:
@@ -110,6 +115,8 @@ class TrainConfig:
             raise ConfigError(f"train config: encoder_checkpoint {self.encoder_checkpoint!r} is not a file")
         if self.roi is not None and (len(self.roi) != 4 or any(int(v) != v or v < 0 for v in self.roi)):
             raise ConfigError(f"train config: roi must be (x, y, width, height) integers >= 0, got {self.roi!r}")
+        if self.sim_record is not None:
+            self.sim_record_jobs()
         enc, pred = self.encoder_config(), self.predictor_config()
         if pred.embed_dim != enc.embed_dim or pred.grid != enc.grid():
             raise ConfigError(f"train config: predictor (embed_dim {pred.embed_dim}, grid {pred.grid}) does not fit "
@@ -131,6 +138,28 @@ class TrainConfig:
         if h != w:
             raise ConfigError(f"train config: the encoder img_size must be square for training crops, got grid {h}x{w}")
         return h * self.encoder_config().patch_size
+
+    def sim_record_jobs(self) -> list[dict[str, Any]]:
+        """sim_record as one `generate_episodes` job per droid folder: {"out": folder, **record_params}."""
+        rec = self.sim_record
+        keys = {"seeds", "episodes", "steps", "size"}
+        if not isinstance(rec, dict) or set(rec) != keys:
+            raise ConfigError(f"train config: sim_record must be a mapping with exactly the keys {sorted(keys)}, "
+                              f"got {rec!r}")
+        seeds = rec["seeds"]
+        if not isinstance(seeds, (list, tuple)) or len(seeds) != len(self.droid) or \
+                not all(isinstance(s, int) and s >= 0 for s in seeds):
+            raise ConfigError(f"train config: sim_record.seeds must be one int >= 0 per droid folder "
+                              f"({len(self.droid)}), got {seeds!r}")
+        for name in ("episodes", "steps"):
+            if not isinstance(rec[name], int) or rec[name] < (1 if name == "episodes" else 2):
+                raise ConfigError(f"train config: sim_record.{name} must be an int >= "
+                                  f"{1 if name == 'episodes' else 2}, got {rec[name]!r}")
+        from vjepa2_ros.data.generate import record_params
+        from vjepa2_ros.data.video import parse_size
+        size = parse_size(str(rec["size"]))
+        return [{"out": folder, **record_params(rec["episodes"], rec["steps"], seed, self.step_s, size)}
+                for folder, seed in zip(self.droid, seeds)]
 
     def cache_path(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else Path(self.out_dir) / "latents"

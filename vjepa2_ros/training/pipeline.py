@@ -1,6 +1,10 @@
-"""`vjepa2-ros pipeline CONFIG`: train -> export (ONNX + manifests) -> build-engines, in one command.
+"""`vjepa2-ros pipeline CONFIG`: [record ->] train -> export (ONNX + manifests) -> build-engines
+[-> ship], in one command.
 
 Each stage is skipped when its outputs are newer than its inputs and their manifests match:
+- record (when the config has `sim_record`): each droid folder is recorded in the simulator
+  unless its sim_record.json says it holds exactly that recording; the folders are recorded
+  side by side, one process each (at most one per CPU core).
 - train: out_dir/checkpoint.safetensors reached `steps` with the same config and is newer than
   the config's data, encoder checkpoint and init checkpoint. A checkpoint of the same config
   that stopped early is resumed; one of another config is retrained from the start.
@@ -8,18 +12,25 @@ Each stage is skipped when its outputs are newer than its inputs and their manif
   weights (sha256), the model config, precision and steps, and it is newer than the weights.
 - build-engines: skipped, saying why, on hosts without TensorRT or a GPU; otherwise an engine is
   rebuilt when it is missing or was built from another ONNX graph.
+- ship (when the config has `ship_dir`): predictor.safetensors, encoder.safetensors and a model
+  card (model.json: the two networks' configs, sha256 of the files, the training config and its
+  last logged losses) are copied there unless the files there are the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-
-from vjepa2_ros.errors import CheckpointError, EngineError
+from vjepa2_ros.errors import CheckpointError, ConfigError, EngineError
 from vjepa2_ros.model.checkpoint import load_official_checkpoint
 from vjepa2_ros.model.encoder import VJEPA2Encoder
 from vjepa2_ros.model.predictor import ACPredictor
@@ -27,7 +38,9 @@ from vjepa2_ros.training.config import TrainConfig
 from vjepa2_ros.training.train import CHECKPOINT, ENCODER_WEIGHTS, WEIGHTS, config_from_args, train
 
 # Fields that do not change what a finished run produced.
-RUN_ONLY_FIELDS = ("out_dir", "log_every", "ckpt_every", "num_workers", "tensorboard", "cache_dir")
+RUN_ONLY_FIELDS = ("out_dir", "log_every", "ckpt_every", "num_workers", "tensorboard", "cache_dir", "sim_record",
+                   "ship_dir")
+MODEL_CARD = "model.json"
 
 
 def _newest_input_ns(cfg: TrainConfig) -> int:
@@ -44,6 +57,39 @@ def _newest_input_ns(cfg: TrainConfig) -> int:
 
 def _run_fields(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in d.items() if k not in RUN_ONLY_FIELDS}))
+
+
+def _record(job: dict[str, Any], position: int, progress: bool) -> str:
+    from vjepa2_ros.data.generate import generate_episodes
+    generate_episodes(job["out"], job["count"], job["steps"], job["seed"], job["step_s"], tuple(job["size"]),
+                      record_hz=job["record_hz"], progress=progress, progress_position=position)
+    return job["out"]
+
+
+def record_stage(cfg: TrainConfig, progress: bool) -> str:
+    """Record the sim episodes the config's droid folders should hold, or skip."""
+    from vjepa2_ros.data.generate import RECORD_MARKER
+    if cfg.sim_record is None:
+        return "record: nothing to record (no sim_record in the config)"
+    todo = []
+    for job in cfg.sim_record_jobs():
+        folder, params = Path(job["out"]), {k: v for k, v in job.items() if k != "out"}
+        marker = folder / RECORD_MARKER
+        if marker.is_file():
+            if json.loads(marker.read_text()) == params:
+                continue
+            print(f"pipeline: {folder} holds another recording ({marker.read_text().strip()}); recording again")
+            shutil.rmtree(folder)                   # a folder this stage (or `sim record`) wrote
+        elif folder.exists() and any(folder.iterdir()):
+            raise ConfigError(f"{folder} is not empty and has no {RECORD_MARKER}: it was not recorded by "
+                              f"`vjepa2-ros sim record`; move it away or point droid/sim_record elsewhere")
+        todo.append(job)
+    if not todo:
+        return f"record: up to date ({len(cfg.droid)} folders)"
+    workers = max(1, min(len(todo), os.cpu_count() or 1))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        done = list(pool.map(_record, todo, range(len(todo)), [progress] * len(todo)))
+    return f"record: recorded {sum(j['count'] for j in todo)} episodes into {', '.join(done)}"
 
 
 def train_stage(cfg: TrainConfig, progress: bool) -> str:
@@ -134,6 +180,40 @@ def build_stage(engine_dir: Path, precision: str, steps: tuple[int, ...], sample
     return f"build-engines: built {built or 'none'}, up to date {kept or 'none'}"
 
 
+def ship_stage(cfg: TrainConfig) -> str:
+    """Copy the trained weights and a model card to cfg.ship_dir, or skip."""
+    from vjepa2_ros.model.selfcheck import sha256
+    if cfg.ship_dir is None:
+        return "ship: nothing to ship (no ship_dir in the config)"
+    out_dir, ship = Path(cfg.out_dir), Path(cfg.ship_dir)
+    enc_file = Path(cfg.encoder_checkpoint) if cfg.encoder_checkpoint is not None else out_dir / ENCODER_WEIGHTS
+    sources = {WEIGHTS: out_dir / WEIGHTS, ENCODER_WEIGHTS: enc_file}
+    for src in sources.values():
+        if not src.is_file():
+            raise CheckpointError(f"{src} does not exist: the train stage did not finish")
+    hashes = {name: sha256(src) for name, src in sources.items()}
+    card_path = ship / MODEL_CARD
+    if card_path.is_file() and all((ship / n).is_file() for n in sources) and \
+            json.loads(card_path.read_text()).get("sha256") == hashes and \
+            all(sha256(ship / n) == h for n, h in hashes.items()):
+        return f"ship: up to date ({ship})"
+    ship.mkdir(parents=True, exist_ok=True)
+    for name, src in sources.items():
+        shutil.copyfile(src, ship / name)
+    with (out_dir / "log.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    card = {"about": "A small V-JEPA-style world model trained on simulated Panda episodes by vjepa2-ros "
+                     "(frozen encoder + action-conditioned predictor); plan with it via a stack config whose model "
+                     "section matches `model` below.",
+            "model": {"encoder": cfg.encoder, "predictor": cfg.predictor,
+                      "checkpoint": str(ship / WEIGHTS), "encoder_checkpoint": str(ship / ENCODER_WEIGHTS)},
+            "sha256": hashes,
+            "training": {"steps": int(last["step"]), "loss": float(last["loss"]), "loss_tf": float(last["loss_tf"]),
+                         "loss_rollout": float(last["loss_rollout"]), "config": cfg.to_dict()}}
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    return f"ship: copied {', '.join(sources)} and {MODEL_CARD} to {ship}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from vjepa2_ros.training.train import add_arguments as train_arguments
     train_arguments(parser)
@@ -152,7 +232,9 @@ def main(args: argparse.Namespace) -> int:
     engine_dir = Path(args.engine_dir) if args.engine_dir else Path(cfg.out_dir) / "engines"
     steps = tuple(args.predictor_steps)
     rebuild = f"vjepa2-ros pipeline {args.config}" + (f" --out-dir {args.out_dir}" if args.out_dir else "")
+    print(record_stage(cfg, progress=not args.no_progress))
     print(train_stage(cfg, progress=not args.no_progress))
     print(export_stage(cfg, engine_dir, args.precision, steps, rebuild, progress=not args.no_progress))
     print(build_stage(engine_dir, args.precision, steps, tuple(args.samples), tuple(args.batch), rebuild))
+    print(ship_stage(cfg))
     return 0
