@@ -23,7 +23,7 @@ def test_lab_and_demo_differ_where_they_should():
     assert (lab.control.backend, demo.control.backend) == ("franky", "sim")
     assert lab.model.encoder_config() == EncoderConfig.vit_giant()
     assert lab.model.predictor_config() == PredictorConfig.ac_vit_giant()
-    assert demo.model.encoder_config() == EncoderConfig.tiny()
+    assert demo.model.encoder_config() == EncoderConfig.tiny(patch_size=8)
     assert lab.control.dry_run is True                          # a new lab station starts in dry run
 
 

@@ -101,6 +101,7 @@ def test_pipeline_records_sim_data_trains_exports_and_ships_a_loadable_model(tmp
     card = json.loads((ship / "model.json").read_text())
     assert card["sha256"]["predictor.safetensors"] == sha256(out / "predictor.safetensors")
     assert card["training"]["steps"] == 3 and np.isfinite(card["training"]["loss"])
+    assert (ship / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the exported graphs' manifests name the shipped weights
     manifest = read_manifest(out / "engines" / "predictor-T1-float32.onnx")
     assert manifest.weights == weights_id(ship / "predictor.safetensors")

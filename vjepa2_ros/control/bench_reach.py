@@ -20,8 +20,9 @@ loop's command and planner threads in real time, so a slow planner also costs mo
 
 `--oracle` swaps the learned model for `OracleWorldModel`, whose latent is the true end-effector
 position: a sanity check of goal sampling, CEM, IK, safety and control, not of any model; it
-should reach ~100%. Without it the config's model runs (default: config/sim_demo.yaml's tiny
-random model, which is expected to reach ~0%).
+should reach ~100%. Without it the config's model runs (default: config/sim_demo.yaml, the
+shipped sim world model in models/sim_reach/). The sim camera renders at the model's input size
+(`--camera-px` overrides), as `sim record` rendered the training episodes.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ TARGET_PLAN_S = 2.0                        # ... at <= 2 s per planning step on 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG,
                         help="stack YAML whose model, planning and control settings to use (default: "
-                             "config/sim_demo.yaml, the tiny random model); the bench always runs the sim")
+                             "config/sim_demo.yaml, the shipped sim model); the bench always runs the sim")
     parser.add_argument("--goals", type=int, default=20, help="reach tasks per mode (default 20)")
     parser.add_argument("--seed", type=int, default=0,
                         help=f"task seed (tasks use [{REACH_SEED_OFFSET} + seed, i]); also the planner's seed")

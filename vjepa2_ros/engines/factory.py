@@ -85,6 +85,26 @@ class RuntimeConfig:
         return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.precision]
 
 
+def runtime_config_from_card(card: str | Path, **changes: Any) -> RuntimeConfig:
+    """The RuntimeConfig of a model card (model.json, written by `vjepa2-ros pipeline`'s ship stage:
+    {"model": {"encoder", "predictor", "checkpoint", "encoder_checkpoint"}, "sha256": ...}). The
+    weight files are the ones beside the card; `changes` set other fields (kind, device, ...)."""
+    import json
+    card = Path(card)
+    try:
+        model = json.loads(card.read_text())["model"]
+        files = {k: card.parent / Path(model[k]).name for k in ("checkpoint", "encoder_checkpoint")}
+        nets = {"encoder_cfg": config_from_dict("encoder", model["encoder"]),
+                "predictor_cfg": config_from_dict("predictor", model["predictor"])}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{card}: not a readable model card (model.json with a 'model' section naming encoder, "
+                          f"predictor, checkpoint and encoder_checkpoint): {type(e).__name__}: {e}") from None
+    for name, path in files.items():
+        if not path.is_file():
+            raise ConfigError(f"{card}: its {name} {path.name} is not beside it in {card.parent}")
+    return RuntimeConfig(**{k: str(v) for k, v in files.items()}, **nets, **changes)
+
+
 def _open_torch(cfg: RuntimeConfig) -> Runtime:
     from vjepa2_ros.engines.torch_runtime import TorchRuntime
     from vjepa2_ros.model.factory import build_model

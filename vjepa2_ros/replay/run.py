@@ -232,6 +232,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tiny", action="store_true", help="a random tiny model (smoke test; no weights needed)")
     g.add_argument("--runtime", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
     g.add_argument("--checkpoint", default=None, help="AC checkpoint (.pt or safetensors)")
+    g.add_argument("--model-card", type=Path, default=None,
+                   help="model.json of a model `vjepa2-ros pipeline` shipped (e.g. models/sim_reach/model.json): "
+                        "its networks and the weights beside it")
     g.add_argument("--engine-dir", default=None, help="engines from `vjepa2-ros export` / `build-engines`")
     g.add_argument("--device", default="cpu")
     g.add_argument("--precision", default="float32", choices=("float32", "float16", "bfloat16"))
@@ -282,6 +285,12 @@ def main(args: argparse.Namespace) -> int:
 def _world_model(args: argparse.Namespace) -> WorldModel:
     if args.tiny:
         wm = WorldModel.tiny(seed=args.seed)
+    elif args.model_card is not None:
+        from vjepa2_ros.engines.factory import open_runtime, runtime_config_from_card
+        if args.checkpoint is not None or args.runtime != "torch":
+            raise ConfigError("--model-card names the weights and runs them with torch; drop --checkpoint / --runtime")
+        wm = WorldModel(open_runtime(runtime_config_from_card(args.model_card, device=args.device,
+                                                              precision=args.precision)))
     else:
         from vjepa2_ros.engines.factory import RuntimeConfig, open_runtime
         wm = WorldModel(open_runtime(RuntimeConfig(kind=args.runtime, device=args.device, precision=args.precision,

@@ -12,9 +12,10 @@ Each stage is skipped when its outputs are newer than its inputs and their manif
   weights (sha256), the model config, precision and steps, and it is newer than the weights.
 - build-engines: skipped, saying why, on hosts without TensorRT or a GPU; otherwise an engine is
   rebuilt when it is missing or was built from another ONNX graph.
-- ship (when the config has `ship_dir`): predictor.safetensors, encoder.safetensors and a model
+- ship (when the config has `ship_dir`): predictor.safetensors, encoder.safetensors, a model
   card (model.json: the two networks' configs, sha256 of the files, the training config and its
-  last logged losses) are copied there unless the files there are the same.
+  last logged losses) and the training curves (training.png) are written there unless the
+  weights there are the same.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from vjepa2_ros.training.train import CHECKPOINT, ENCODER_WEIGHTS, WEIGHTS, conf
 RUN_ONLY_FIELDS = ("out_dir", "log_every", "ckpt_every", "num_workers", "tensorboard", "cache_dir", "sim_record",
                    "ship_dir")
 MODEL_CARD = "model.json"
+TRAINING_PLOT = "training.png"
 
 
 def _newest_input_ns(cfg: TrainConfig) -> int:
@@ -211,7 +213,37 @@ def ship_stage(cfg: TrainConfig) -> str:
             "training": {"steps": int(last["step"]), "loss": float(last["loss"]), "loss_tf": float(last["loss_tf"]),
                          "loss_rollout": float(last["loss_rollout"]), "config": cfg.to_dict()}}
     card_path.write_text(json.dumps(card, indent=1) + "\n")
-    return f"ship: copied {', '.join(sources)} and {MODEL_CARD} to {ship}"
+    plotted = plot_training_curves(out_dir / "log.csv", ship / TRAINING_PLOT)
+    return f"ship: copied {', '.join(sources)}, {MODEL_CARD}{' and ' + TRAINING_PLOT if plotted else ''} to {ship}"
+
+
+def plot_training_curves(log_csv: Path, png: Path) -> bool:
+    """Loss (teacher forcing, rollout) and learning rate against step from train's log.csv; False
+    (and a note) without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("pipeline: no training plot (pip install matplotlib)")
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with log_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    step = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(step, [float(r["loss_tf"]) for r in rows], label="teacher forcing L1")
+    ax.plot(step, [float(r["loss_rollout"]) for r in rows], label="rollout L1")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("L1 (per latent element)")
+    ax.grid(alpha=0.3)
+    lr = ax.twinx()
+    lr.plot(step, [float(r["lr"]) for r in rows], color="0.6", linewidth=1, label="learning rate")
+    lr.set_ylabel("learning rate")
+    fig.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
