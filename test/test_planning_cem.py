@@ -123,6 +123,25 @@ def test_samples_respect_the_bounds(bound):
     assert actions[..., 3:6].abs().max().item() == 0.0
 
 
+def test_position_box_keeps_every_sample_inside_and_never_pushes_further_out():
+    # START is at x 0.5, z 0.3: the box's x ceiling 0.52 and z floor 0.31 (START is below it)
+    lo, hi = (0.40, -0.2, 0.31), (0.52, 0.2, 0.5)
+    wm = StubWorldModel(torch.randn(7, 8, generator=torch.Generator().manual_seed(0)))
+    cfg = CEMConfig(horizon=2, samples=400, iterations=2, maxnorm=0.075, position_min_m=lo, position_max_m=hi)
+    plan = cem(wm, torch.zeros(2, 8), START, torch.ones(2, 8), cfg, generator=torch.Generator().manual_seed(0))
+    actions = torch.cat([a for a, _ in wm.calls if a.shape[1] == 2])                  # S, 2, 7
+    reached = START[:3] + actions[..., :3].cumsum(dim=1)                               # S, 2, 3
+    assert reached[..., 0].max() <= 0.52 + 1e-6 and reached[..., 1].abs().max() <= 0.2 + 1e-6
+    assert reached[..., 2].min() >= 0.3 - 1e-6                                         # not pushed below START
+    assert reached[..., 0].max() > 0.52 - 1e-3                                         # the box binds
+    assert actions[..., :3].abs().sum(-1).max() <= 0.075 + 1e-6                        # steps did not grow
+    assert START[0] + plan[:, 0].sum() <= 0.52 + 1e-6
+    with pytest.raises(ConfigError, match="together"):
+        CEMConfig(position_min_m=lo)
+    with pytest.raises(ConfigError, match="below position_max_m"):
+        CEMConfig(position_min_m=hi, position_max_m=lo)
+
+
 def test_warm_start_mean_is_used():
     wm, z0, goal = toy_problem(torch.tensor([0.02, 0.0, 0.0, 0, 0, 0, 0.0]))
     init = torch.tensor([[0.01, -0.02, 0.03, 0.5]])

@@ -9,7 +9,8 @@ dead-banded at |Δg| < 0.25.
 
 Extras, each off by default and each reported in `CEMResult`: the paper's L1-ball bound
 (`bound="l1"`, the default, as the paper; Meta's code uses the per-coordinate box), rotation
-sampling, a warm-start mean, early stop on the elite spread, and a wall-clock budget.
+sampling, a warm-start mean, early stop on the elite spread, a wall-clock budget, and a
+position box that keeps every sampled end-effector position inside the station's workspace.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class CEMConfig:
     warm_start: bool = False               # beyond Meta: start from the previous plan shifted one step (Planner)
     early_stop_spread: float | None = None  # beyond Meta: stop once max elite std < this (m / rad / gripper)
     time_budget_s: float | None = None     # beyond Meta: stop iterating before this many seconds of CEM pass
+    # Beyond Meta: keep the planned end-effector position (the state's xyz plus the summed Δxyz, in
+    # the model's state frame, m) inside [position_min_m, position_max_m]; a state already outside
+    # is never pushed further out. Both or neither.
+    position_min_m: tuple[float, float, float] | None = None
+    position_max_m: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("horizon", "samples", "topk", "iterations"):
@@ -86,6 +92,11 @@ class CEMConfig:
             raise ConfigError(f"CEMConfig.early_stop_spread must be None or > 0, got {self.early_stop_spread!r}")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise ConfigError(f"CEMConfig.time_budget_s must be None or > 0 seconds, got {self.time_budget_s!r}")
+        lo, hi = self.position_min_m, self.position_max_m
+        if (lo is None) != (hi is None):
+            raise ConfigError("CEMConfig.position_min_m and position_max_m must be given together (or neither)")
+        if lo is not None and not (len(lo) == len(hi) == 3 and all(a < b for a, b in zip(lo, hi))):
+            raise ConfigError(f"CEMConfig.position_min_m {lo} must be 3 numbers each below position_max_m {hi} (m)")
 
     @property
     def planned_dims(self) -> tuple[int, ...]:
@@ -169,6 +180,20 @@ def _bound(u: torch.Tensor, cfg: CEMConfig) -> torch.Tensor:
     return u
 
 
+def _keep_in_box(u: torch.Tensor, position_m: torch.Tensor, cfg: CEMConfig) -> torch.Tensor:
+    """Clip the positions that samples u [H, S, P] reach from position_m [3] into the config's box
+    (widened to hold position_m), in place. Clipping is 1-Lipschitz per axis, so no step grows
+    and the maxnorm bound still holds."""
+    if cfg.position_min_m is None:
+        return u
+    p0 = position_m.to(u.dtype)
+    lo = torch.minimum(torch.tensor(cfg.position_min_m, dtype=u.dtype, device=u.device), p0)
+    hi = torch.maximum(torch.tensor(cfg.position_max_m, dtype=u.dtype, device=u.device), p0)
+    reached = torch.clamp(p0 + u[..., :3].cumsum(dim=0), min=lo, max=hi)        # H, S, 3
+    u[..., :3] = torch.diff(reached, dim=0, prepend=p0.expand_as(reached[:1]))
+    return u
+
+
 def _to_actions(u: torch.Tensor, cfg: CEMConfig, close_gripper: bool = True) -> torch.Tensor:
     """Planned dims [..., H, P] -> full 7-D actions [..., H, 7] (unplanned rotation = 0)."""
     out = u.new_zeros(*u.shape[:-1], 7)
@@ -237,6 +262,7 @@ def run_cem(world_model: PredictsNext, z_context: torch.Tensor, s_context: torch
             eps = noise[it].to(device) if noise is not None else torch.randn(
                 (H, S, P), generator=generator, device=device)
             u = _bound(eps * std[:, None, :] + mean[:, None, :], cfg)                # H, S, P
+            u = _keep_in_box(u, s_context[:3].to(device), cfg)
             actions = _to_actions(u.transpose(0, 1), cfg)                            # S, H, 7
         z_final = rollout_final(world_model, z_context, s_context, actions, timer)  # S, N, D
         with timer.stage("select"):

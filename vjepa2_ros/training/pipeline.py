@@ -239,7 +239,8 @@ def plot_training_curves(log_csv: Path, png: Path) -> bool:
     lr = ax.twinx()
     lr.plot(step, [float(r["lr"]) for r in rows], color="0.6", linewidth=1, label="learning rate")
     lr.set_ylabel("learning rate")
-    fig.legend(loc="upper right", fontsize=8)
+    handles = ax.get_legend_handles_labels()[0] + lr.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="center right", fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
