@@ -336,8 +336,11 @@ class ControlLoop:
                 raise PlanningError(f"non-finite plan: action {action.tolist()}, energy {result.energy}")
             target = integrate_pose(pose, action).numpy()                       # [7]
             T_target = matrix_from_pose7(target).numpy()                        # [4, 4]
+            # IK within the envelope's joint margin (and a hair more): a reachable target gets a
+            # posture the envelope accepts, using the arm's redundancy, instead of one it refuses.
             ik = self.kinematics.ik(T_target, q, self.ctl.ee_frame,
-                                    position_tol_m=IK_POSITION_TOL_M * 0.1, rotation_tol_rad=IK_ROTATION_TOL_RAD * 0.1)
+                                    position_tol_m=IK_POSITION_TOL_M * 0.1, rotation_tol_rad=IK_ROTATION_TOL_RAD * 0.1,
+                                    limit_margin_rad=self.envelope.cfg.joint_margin_rad + 1e-3)
             info.update(ik_position_error_m=ik.position_error_m, ik_rotation_error_rad=ik.rotation_error_rad)
             if ik.position_error_m > IK_POSITION_TOL_M or ik.rotation_error_rad > IK_ROTATION_TOL_RAD:
                 raise SafetyError(f"no IK solution for the end-effector target {target[:3].round(4).tolist()}: "
