@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import yaml
 
 from vjepa2_ros.cli import main as cli_main
 from vjepa2_ros.control.bench import period_stats
@@ -19,8 +20,12 @@ def test_period_stats_on_a_known_schedule():
     assert s["rate_hz"] == pytest.approx(1000.0 / 10.04)
 
 
-def test_bench_control_runs_both_phases(capsys):
-    assert cli_main(["bench", "control", "--seconds", "0.6"]) == 0
+def test_bench_control_runs_both_phases(tmp_path, capsys):
+    # a small random model: this is about the command stream, not the model
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"encoder": "vit_tiny", "predictor": "ac_tiny"},
+                                   "planning": {"samples": 64, "topk": 8, "iterations": 3, "maxnorm": 0.05}}))
+    assert cli_main(["bench", "control", "--config", str(cfg), "--seconds", "0.6"]) == 0
     out = capsys.readouterr().out
     base = next(line for line in out.splitlines() if line.startswith("baseline (no planning)"))
     loaded = next(line for line in out.splitlines() if line.startswith("planner flat out"))

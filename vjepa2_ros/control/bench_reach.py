@@ -330,10 +330,10 @@ def bench_config(path: Path, hold_rule: bool = False, samples: int | None = None
                                   hold_rule=cfg.control.hold_rule or hold_rule)
     planning = cfg.planning
     overrides = {k: v for k, v in (("samples", samples), ("iterations", iterations)) if v is not None}
+    if samples is not None:
+        overrides["topk"] = min(planning.topk, samples)
     if overrides:
         planning = dataclasses.replace(planning, **overrides)
-        if planning.topk > planning.samples:
-            planning = dataclasses.replace(planning, topk=planning.samples)
     return dataclasses.replace(cfg, control=control, planning=planning)
 
 
