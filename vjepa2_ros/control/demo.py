@@ -71,7 +71,7 @@ def choose_config(path: Path | None) -> tuple[StackConfig, str]:
         chosen, source = (lab, str(LAB_CONFIG)) if weights_present(lab.model) else (demo, str(DEMO_CONFIG))
     if chosen.model.checkpoint is not None and not weights_present(chosen.model):
         fix = ("run from the repository root (the paths are relative to it), or rebuild the sim model with "
-               "`vjepa2-ros pipeline config/sim_reach.yaml`") if path is None else \
+               "`vjepa2-ros pipeline config/train_sim_reach.yaml`") if path is None else \
             "omit --config to use the shipped sim model"
         raise ConfigError(f"{source}: model.checkpoint {chosen.model.checkpoint} (or engine_dir "
                           f"{chosen.model.engine_dir}) not found; {fix}")
