@@ -210,11 +210,18 @@ def _plot(path: Path, t: list[float], dist: list[float], plan_t: list[float], en
     plt.close(fig)
 
 
+def _describe(network: str | dict) -> str:
+    """A preset name, or "preset (field value, ...)" for a dict of overrides."""
+    if isinstance(network, str):
+        return network
+    extra = ", ".join(f"{k} {v}" for k, v in network.items() if k != "preset")
+    return f"{network.get('preset', 'custom')} ({extra})" if extra else network.get("preset", "custom")
+
+
 def main(args: argparse.Namespace) -> int:
     cfg, source = choose_config(args.config)
     out = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S", time.gmtime())
-    model = cfg.model.encoder if isinstance(cfg.model.encoder, str) else "custom encoder"
-    print(f"demo: model {model} + {cfg.model.predictor if isinstance(cfg.model.predictor, str) else 'custom'} "
+    print(f"demo: model {_describe(cfg.model.encoder)} + {_describe(cfg.model.predictor)} "
           f"({cfg.model.runtime}, {cfg.model.device}) from {source}; checkpoint {cfg.model.checkpoint}")
     if cfg.model.checkpoint is None:
         print(UNTRAINED_WARNING)
