@@ -107,3 +107,11 @@ def test_planner_steps_must_fit_the_safety_envelope():
     with pytest.raises(ConfigError, match=r"^planning: maxnorm 0\.075 m with bound 'box' allows .* 0\.1299 m"):
         load_config({"planning": {"maxnorm": 0.075, "bound": "box"}, "safety": {"max_ee_step_m": 0.10}})
     assert load_config({"planning": {"maxnorm": 0.075, "bound": "l1"}, "safety": {"max_ee_step_m": 0.10}})
+
+
+def test_sim_camera_renders_the_models_input_or_holds_its_roi():
+    from vjepa2_ros.control.stack import sim_camera_px
+    assert sim_camera_px(load_config(CONFIG_DIR / "sim_demo.yaml").model) == 64        # the shipped sim model
+    assert sim_camera_px(load_config(CONFIG_DIR / "default.yaml").model) == 256        # ViT-g
+    roi = load_config({"model": {"encoder": "vit_tiny", "predictor": "ac_tiny", "roi": [10, 20, 40, 30]}}).model
+    assert sim_camera_px(roi) == 50

@@ -35,11 +35,12 @@ def build_planner(cfg: StackConfig, world_model: Any | None = None, seed: int = 
 
 
 def sim_camera_px(model: ModelConfig) -> int:
-    """The simulated camera's size for this model: its input size (the ROI's longer side with an
-    ROI), so the sim renders what `sim record` rendered for a sim-trained model and nothing is
-    resized on the way in."""
+    """The simulated camera's size for this model: its input size, so the sim renders what
+    `sim record` rendered for a sim-trained model and nothing is resized on the way in; with an
+    ROI, the smallest square frame that holds the ROI (x + width, y + height)."""
     if model.roi is not None:
-        return int(max(model.roi[2], model.roi[3]))
+        x, y, w, h = model.roi
+        return int(max(x + w, y + h))
     return model.preprocess_config().crop_size
 
 
