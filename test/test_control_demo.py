@@ -15,7 +15,7 @@ from vjepa2_ros.cli import main as cli_main
 from vjepa2_ros.control.config import load_config
 from vjepa2_ros.control.demo import UNTRAINED_WARNING, choose_config
 from vjepa2_ros.control.stack import build_world_model
-from vjepa2_ros.model.selfcheck import sha256
+from vjepa2_ros.model.checkpoint import sha256_file
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "sim_reach"
 
@@ -70,7 +70,7 @@ def test_demo_uses_the_shipped_sim_model_without_official_weights():
     assert cfg.model.encoder_config() == load_config({"model": card["model"]}).model.encoder_config()
     assert cfg.model.predictor_config() == load_config({"model": card["model"]}).model.predictor_config()
     for name, digest in card["sha256"].items():
-        assert sha256(SHIPPED / name) == digest, f"{name} is not the file the pipeline shipped"
+        assert sha256_file(SHIPPED / name) == digest, f"{name} is not the file the pipeline shipped"
 
 
 def test_shipped_model_is_small_loads_and_predicts_finite_latents():

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from vjepa2_ros.cli import main
-from vjepa2_ros.model.selfcheck import sha256
+from vjepa2_ros.model.checkpoint import sha256_file
 from vjepa2_ros.data.droid import write_droid_episode
 from vjepa2_ros.data.episode import make_example_episode
 from vjepa2_ros.model import ACPredictor, PredictorConfig, load_official_checkpoint
@@ -99,7 +99,7 @@ def test_pipeline_records_sim_data_trains_exports_and_ships_a_loadable_model(tmp
     assert "export: wrote 3 graphs" in first and "ship: copied" in first, first
     assert sorted(p.name for p in data.glob("episode_*")) == ["episode_000", "episode_001"]
     card = json.loads((ship / "model.json").read_text())
-    assert card["sha256"]["predictor.safetensors"] == sha256(out / "predictor.safetensors")
+    assert card["sha256"]["predictor.safetensors"] == sha256_file(out / "predictor.safetensors")
     assert card["training"]["steps"] == 3 and np.isfinite(card["training"]["loss"])
     assert (ship / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the exported graphs' manifests name the shipped weights

@@ -16,13 +16,13 @@ and each artifact's manifest is `<artifact>.manifest.json`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 from vjepa2_ros.errors import EngineError
+from vjepa2_ros.model.checkpoint import sha256_file
 from vjepa2_ros.model.predictor import COND_TOKENS
 
 MANIFEST_VERSION = 1
@@ -110,14 +110,6 @@ def artifact_name(network: str, precision: str, steps: int | None, fmt: str) -> 
     ext = {"onnx": "onnx", "tensorrt": "engine"}[fmt]
     stem = {"encoder": "encoder", "predictor": f"predictor-T{steps}", "predictor_step": f"predictor-step-T{steps}"}
     return f"{stem[network]}-{precision}.{ext}"
-
-
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 23) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_id(checkpoint: str | Path | None, seed: int = 0) -> str:

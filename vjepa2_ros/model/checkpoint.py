@@ -8,6 +8,7 @@ checked before anything is loaded.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import zipfile
 from pathlib import Path
@@ -172,3 +173,12 @@ def load_official_checkpoint(path: str | Path | Mapping, model: nn.Module, key: 
     check_state_dict(model, sd, source=source)
     model.load_state_dict(sd, strict=True, assign=assign)
     return model
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 23) -> str:
+    """Hex sha256 of a file, read in chunks (weights, engines, manifests)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()

@@ -4,7 +4,6 @@ and run one encode + one predictor step on a synthetic frame."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from pathlib import Path
 from typing import Mapping
@@ -12,7 +11,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from vjepa2_ros.model.checkpoint import read_checkpoint
+from vjepa2_ros.model.checkpoint import read_checkpoint, sha256_file
 from vjepa2_ros.model.config import EncoderConfig, PredictorConfig
 from vjepa2_ros.model.factory import build_model
 from vjepa2_ros.model.latents import normalize_latents
@@ -27,21 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
 
 
-def sha256(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def main(args: argparse.Namespace) -> int:
     real = args.checkpoint is not None
     enc_cfg = EncoderConfig.from_preset(args.encoder or ("vit_giant" if real else "vit_tiny"))
     pred_cfg = PredictorConfig.from_preset(args.predictor or ("ac_vit_giant" if real else "ac_tiny"))
     for path in filter(None, (args.checkpoint, args.encoder_checkpoint)):
         size = path.stat().st_size if path.is_file() else 0
-        print(f"file       {path}  {size / 1e9:.2f} GB  sha256 {sha256(path) if size else '-'}")
+        print(f"file       {path}  {size / 1e9:.2f} GB  sha256 {sha256_file(path) if size else '-'}")
     if real:
         raw = read_checkpoint(args.checkpoint)
         for name, value in raw.items():

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from vjepa2_ros.errors import CheckpointError, ConfigError, EngineError
-from vjepa2_ros.model.checkpoint import load_official_checkpoint
+from vjepa2_ros.model.checkpoint import load_official_checkpoint, sha256_file
 from vjepa2_ros.model.encoder import VJEPA2Encoder
 from vjepa2_ros.model.predictor import ACPredictor
 from vjepa2_ros.training.config import TrainConfig
@@ -59,6 +59,15 @@ def _newest_input_ns(cfg: TrainConfig) -> int:
 
 def _run_fields(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in d.items() if k not in RUN_ONLY_FIELDS}))
+
+
+def encoder_file(cfg: TrainConfig) -> Path:
+    """The run's frozen encoder weights: the configured file, else the seeded random encoder
+    `train` saved beside the predictor."""
+    path = Path(cfg.encoder_checkpoint) if cfg.encoder_checkpoint is not None else Path(cfg.out_dir) / ENCODER_WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist: the train stage did not finish")
+    return path
 
 
 def _record(job: dict[str, Any], position: int, progress: bool) -> str:
@@ -124,10 +133,7 @@ def export_stage(cfg: TrainConfig, engine_dir: Path, precision: str, steps: tupl
         raise CheckpointError(f"{weights} does not exist: the train stage did not finish")
     export_cfg = ExportConfig(precision=precision, steps=steps)
     enc_cfg, pred_cfg = cfg.encoder_config(), cfg.predictor_config()
-    # The frozen encoder: the configured file, else the seeded random one train saved beside the predictor.
-    enc_file = Path(cfg.encoder_checkpoint) if cfg.encoder_checkpoint is not None else Path(cfg.out_dir) / ENCODER_WEIGHTS
-    if not enc_file.is_file():
-        raise CheckpointError(f"{enc_file} does not exist: the train stage did not finish")
+    enc_file = encoder_file(cfg)
     pred_id, enc_id = weights_id(weights), weights_id(enc_file)
     wanted = [("encoder", None, enc_cfg, enc_id)] + [("predictor", t, pred_cfg, pred_id) for t in steps]
     stale = []
@@ -184,20 +190,17 @@ def build_stage(engine_dir: Path, precision: str, steps: tuple[int, ...], sample
 
 def ship_stage(cfg: TrainConfig) -> str:
     """Copy the trained weights and a model card to cfg.ship_dir, or skip."""
-    from vjepa2_ros.model.selfcheck import sha256
     if cfg.ship_dir is None:
         return "ship: nothing to ship (no ship_dir in the config)"
     out_dir, ship = Path(cfg.out_dir), Path(cfg.ship_dir)
-    enc_file = Path(cfg.encoder_checkpoint) if cfg.encoder_checkpoint is not None else out_dir / ENCODER_WEIGHTS
-    sources = {WEIGHTS: out_dir / WEIGHTS, ENCODER_WEIGHTS: enc_file}
-    for src in sources.values():
-        if not src.is_file():
-            raise CheckpointError(f"{src} does not exist: the train stage did not finish")
-    hashes = {name: sha256(src) for name, src in sources.items()}
+    sources = {WEIGHTS: out_dir / WEIGHTS, ENCODER_WEIGHTS: encoder_file(cfg)}
+    if not sources[WEIGHTS].is_file():
+        raise CheckpointError(f"{sources[WEIGHTS]} does not exist: the train stage did not finish")
+    hashes = {name: sha256_file(src) for name, src in sources.items()}
     card_path = ship / MODEL_CARD
     if card_path.is_file() and all((ship / n).is_file() for n in sources) and \
             json.loads(card_path.read_text()).get("sha256") == hashes and \
-            all(sha256(ship / n) == h for n, h in hashes.items()):
+            all(sha256_file(ship / n) == h for n, h in hashes.items()):
         return f"ship: up to date ({ship})"
     ship.mkdir(parents=True, exist_ok=True)
     for name, src in sources.items():
