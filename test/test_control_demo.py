@@ -12,12 +12,12 @@ import yaml
 from PIL import Image
 
 from vjepa2_ros.cli import main as cli_main
-from vjepa2_ros.control.config import load_config
 from vjepa2_ros.control.demo import UNTRAINED_WARNING, choose_config
 from vjepa2_ros.control.stack import build_world_model
-from vjepa2_ros.model.checkpoint import sha256_file
+from vjepa2_ros.model.card import read_model_card
 
-SHIPPED = Path(__file__).resolve().parents[1] / "models" / "sim_reach"
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "models" / "sim_reach"
 
 
 def test_demo_runs_the_shipped_model_and_writes_video_plot_summary(tmp_path, capsys):
@@ -63,14 +63,12 @@ def test_demo_gif_and_goal_offset(tmp_path):
 def test_demo_uses_the_shipped_sim_model_without_official_weights():
     cfg, source = choose_config(None)
     assert source.endswith("sim_demo.yaml") and cfg.control.backend == "sim"
-    card = json.loads((SHIPPED / "model.json").read_text())
+    card = read_model_card(SHIPPED)                         # checks the weights are the files it hashed
     # sim_demo.yaml plans with exactly the networks and files the pipeline shipped
-    assert cfg.model.checkpoint == card["model"]["checkpoint"] == "models/sim_reach/predictor.safetensors"
-    assert cfg.model.encoder_checkpoint == card["model"]["encoder_checkpoint"]
-    assert cfg.model.encoder_config() == load_config({"model": card["model"]}).model.encoder_config()
-    assert cfg.model.predictor_config() == load_config({"model": card["model"]}).model.predictor_config()
-    for name, digest in card["sha256"].items():
-        assert sha256_file(SHIPPED / name) == digest, f"{name} is not the file the pipeline shipped"
+    assert Path(cfg.model.checkpoint) == card.checkpoint.relative_to(REPO)
+    assert Path(cfg.model.encoder_checkpoint) == card.encoder_checkpoint.relative_to(REPO)
+    assert cfg.model.encoder_config() == card.encoder_config()
+    assert cfg.model.predictor_config() == card.predictor_config()
 
 
 def test_shipped_model_is_small_loads_and_predicts_finite_latents():

@@ -21,6 +21,7 @@ from vjepa2_ros.engines.manifest import (PRECISIONS, Expected, Manifest, artifac
                                          read_manifest, weights_id)
 from vjepa2_ros.engines.runtime import Runtime
 from vjepa2_ros.errors import ConfigError, EngineError
+from vjepa2_ros.model.card import read_model_card
 from vjepa2_ros.model.config import EncoderConfig, PredictorConfig, config_from_dict
 
 KINDS = ("torch", "onnxruntime", "tensorrt")
@@ -86,23 +87,12 @@ class RuntimeConfig:
 
 
 def runtime_config_from_card(card: str | Path, **changes: Any) -> RuntimeConfig:
-    """The RuntimeConfig of a model card (model.json, written by `vjepa2-ros pipeline`'s ship stage:
-    {"model": {"encoder", "predictor", "checkpoint", "encoder_checkpoint"}, "sha256": ...}). The
-    weight files are the ones beside the card; `changes` set other fields (kind, device, ...)."""
-    import json
-    card = Path(card)
-    try:
-        model = json.loads(card.read_text())["model"]
-        files = {k: card.parent / Path(model[k]).name for k in ("checkpoint", "encoder_checkpoint")}
-        nets = {"encoder_cfg": config_from_dict("encoder", model["encoder"]),
-                "predictor_cfg": config_from_dict("predictor", model["predictor"])}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{card}: not a readable model card (model.json with a 'model' section naming encoder, "
-                          f"predictor, checkpoint and encoder_checkpoint): {type(e).__name__}: {e}") from None
-    for name, path in files.items():
-        if not path.is_file():
-            raise ConfigError(f"{card}: its {name} {path.name} is not beside it in {card.parent}")
-    return RuntimeConfig(**{k: str(v) for k, v in files.items()}, **nets, **changes)
+    """The RuntimeConfig of a model card (model.json, written by `vjepa2-ros pipeline`'s ship stage;
+    see model.card): its networks and the weight files beside it, checked against the card's sha256.
+    `changes` set other fields (kind, device, ...)."""
+    c = read_model_card(card)
+    return RuntimeConfig(checkpoint=str(c.checkpoint), encoder_checkpoint=str(c.encoder_checkpoint),
+                         encoder_cfg=c.encoder_config(), predictor_cfg=c.predictor_config(), **changes)
 
 
 def _open_torch(cfg: RuntimeConfig) -> Runtime:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from vjepa2_ros.errors import CheckpointError, ConfigError, EngineError
+from vjepa2_ros.model.card import MODEL_CARD, read_model_card, write_model_card
 from vjepa2_ros.model.checkpoint import load_official_checkpoint, sha256_file
 from vjepa2_ros.model.encoder import VJEPA2Encoder
 from vjepa2_ros.model.predictor import ACPredictor
@@ -41,7 +42,6 @@ from vjepa2_ros.training.train import CHECKPOINT, ENCODER_WEIGHTS, WEIGHTS, conf
 # Fields that do not change what a finished run produced.
 RUN_ONLY_FIELDS = ("out_dir", "log_every", "ckpt_every", "num_workers", "tensorboard", "cache_dir", "sim_record",
                    "ship_dir")
-MODEL_CARD = "model.json"
 TRAINING_PLOT = "training.png"
 
 
@@ -197,25 +197,20 @@ def ship_stage(cfg: TrainConfig) -> str:
     if not sources[WEIGHTS].is_file():
         raise CheckpointError(f"{sources[WEIGHTS]} does not exist: the train stage did not finish")
     hashes = {name: sha256_file(src) for name, src in sources.items()}
-    card_path = ship / MODEL_CARD
-    if card_path.is_file() and all((ship / n).is_file() for n in sources) and \
-            json.loads(card_path.read_text()).get("sha256") == hashes and \
-            all(sha256_file(ship / n) == h for n, h in hashes.items()):
-        return f"ship: up to date ({ship})"
+    if (ship / MODEL_CARD).is_file():
+        try:
+            if read_model_card(ship).sha256 == hashes:       # and the files there are the ones it hashed
+                return f"ship: up to date ({ship})"
+        except ConfigError:
+            pass                                             # a stale or broken card: ship again
     ship.mkdir(parents=True, exist_ok=True)
     for name, src in sources.items():
         shutil.copyfile(src, ship / name)
     with (out_dir / "log.csv").open() as f:
         last = list(csv.DictReader(f))[-1]
-    card = {"about": "A small V-JEPA-style world model trained on simulated Panda episodes by vjepa2-ros "
-                     "(frozen encoder + action-conditioned predictor); plan with it via a stack config whose model "
-                     "section matches `model` below.",
-            "model": {"encoder": cfg.encoder, "predictor": cfg.predictor,
-                      "checkpoint": str(ship / WEIGHTS), "encoder_checkpoint": str(ship / ENCODER_WEIGHTS)},
-            "sha256": hashes,
-            "training": {"steps": int(last["step"]), "loss": float(last["loss"]), "loss_tf": float(last["loss_tf"]),
-                         "loss_rollout": float(last["loss_rollout"]), "config": cfg.to_dict()}}
-    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    training = {"steps": int(last["step"]), "loss": float(last["loss"]), "loss_tf": float(last["loss_tf"]),
+                "loss_rollout": float(last["loss_rollout"]), "config": cfg.to_dict()}
+    write_model_card(ship, cfg.encoder, cfg.predictor, WEIGHTS, ENCODER_WEIGHTS, training)
     plotted = plot_training_curves(out_dir / "log.csv", ship / TRAINING_PLOT)
     return f"ship: copied {', '.join(sources)}, {MODEL_CARD}{' and ' + TRAINING_PLOT if plotted else ''} to {ship}"
 
