@@ -33,7 +33,6 @@ def test_a_weight_file_that_is_not_the_one_the_card_hashed_is_refused(shipped_co
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
     with pytest.raises(ConfigError, match="predictor.safetensors is not the file this card was written for"):
         runtime_config_from_card(shipped_copy / MODEL_CARD)
-    assert read_model_card(shipped_copy, verify=False).checkpoint == weights
 
 
 def test_missing_weights_or_a_broken_card_say_what_is_wrong(shipped_copy):

@@ -59,9 +59,9 @@ def write_model_card(directory: str | Path, encoder: str | dict[str, Any], predi
     return path
 
 
-def read_model_card(path: str | Path, verify: bool = True) -> ModelCard:
+def read_model_card(path: str | Path) -> ModelCard:
     """The card at `path` (a model.json or the folder holding one). Raises ConfigError naming what
-    is missing or wrong; with `verify`, also when a weight file is not the one the card hashed."""
+    is missing or wrong, or when a weight file is not the one the card hashed."""
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_CARD
@@ -80,7 +80,7 @@ def read_model_card(path: str | Path, verify: bool = True) -> ModelCard:
     for name, file in (("checkpoint", card.checkpoint), ("encoder_checkpoint", card.encoder_checkpoint)):
         if not file.is_file():
             raise ConfigError(f"{path}: its {name} {file.name} is not beside it in {path.parent}")
-        if verify and sha256_file(file) != card.sha256.get(file.name):
+        if sha256_file(file) != card.sha256.get(file.name):
             raise ConfigError(f"{path}: {file.name} is not the file this card was written for (sha256 differs); "
                               f"re-run the pipeline's ship stage or restore the file")
     return card
