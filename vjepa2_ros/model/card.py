@@ -23,8 +23,9 @@ from vjepa2_ros.model.checkpoint import sha256_file
 from vjepa2_ros.model.config import EncoderConfig, PredictorConfig, config_from_dict
 
 MODEL_CARD = "model.json"
-ABOUT = ("A small V-JEPA-style world model trained on simulated Panda episodes by vjepa2-ros (frozen encoder + "
-         "action-conditioned predictor); plan with it via a stack config whose model section matches `model` below.")
+ABOUT = ("A V-JEPA-style world model (frozen encoder + action-conditioned predictor) trained by `vjepa2-ros "
+         "pipeline` on the data its training config names; plan with it via a stack config whose model section "
+         "matches `model` below.")
 
 
 @dataclass(frozen=True)
