@@ -1,22 +1,26 @@
-"""Shared test fixtures: paths to the official parity fixtures and small model factories."""
+"""Shared test fixtures: the official parity tensors and key lists, all inside the repository.
+
+Every file a test reads lives in the clone (test/fixtures/, config/, models/) or is made by the
+test itself; test_fixtures_inside_repo.py keeps it that way.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("VJEPA2_SHARED", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures" / "official"
+# Tensors and key lists from Meta's reference implementation; README.md there says what each holds.
+FIXTURES = REPO / "test" / "fixtures" / "official"
 
 
 def load_fixture(name: str) -> dict:
+    """test/fixtures/official/<name> (safetensors) as {name: tensor}."""
     from safetensors.torch import load_file
     path = FIXTURES / name
     if not path.is_file():
-        pytest.fail(f"official fixture {path} is missing (set VJEPA2_SHARED to the shared/ folder)")
+        pytest.fail(f"official fixture {path} is missing from the repository (test/fixtures/official/)")
     return load_file(str(path))
 
 

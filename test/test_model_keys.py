@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import FIXTURES
 from vjepa2_ros.model import ACPredictor, EncoderConfig, PredictorConfig, VJEPA2Encoder
 
-SPEC = SHARED / "spec"
 PARAMS = {"vit_large": 303_885_312, "vit_huge": 631_648_000, "vit_giant": 1_012_173_952,
           "vit_giant_384": 1_012_173_952}
 
@@ -33,7 +32,7 @@ def shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 def test_vit_giant_state_dict_equals_the_official_keys():
     with torch.device("meta"):
         enc = VJEPA2Encoder(EncoderConfig.vit_giant())
-    expected = read_keys(SPEC / "keys_encoder_vitg.txt")
+    expected = read_keys(FIXTURES / "keys_encoder_vitg.txt")
     assert len(expected) == 484
     assert shapes(enc) == expected
     assert list(enc.state_dict()) == list(expected)
@@ -42,7 +41,7 @@ def test_vit_giant_state_dict_equals_the_official_keys():
 def test_ac_predictor_state_dict_equals_the_official_keys():
     with torch.device("meta"):
         pred = ACPredictor(PredictorConfig.ac_vit_giant())
-    expected = read_keys(SPEC / "keys_ac_predictor.txt")
+    expected = read_keys(FIXTURES / "keys_ac_predictor.txt")
     assert len(expected) == 300
     assert shapes(pred) == expected
     assert sum(p.numel() for p in pred.parameters()) == 305_220_992

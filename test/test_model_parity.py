@@ -1,4 +1,4 @@
-"""The model core reproduces the official implementation's tensors (../shared/fixtures/official)."""
+"""The model core reproduces the official implementation's tensors (test/fixtures/official)."""
 
 import pytest
 import torch
