@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import shlex
 
 import pytest
@@ -12,8 +13,9 @@ from vjepa2_ros.cli import main as cli
 from vjepa2_ros.engines.bench import BenchConfig, run, table
 from vjepa2_ros.engines.factory import RuntimeConfig, open_runtime
 from vjepa2_ros.engines.manifest import read_manifest, sha256_file
-from vjepa2_ros.errors import EngineError
+from vjepa2_ros.errors import ConfigError, EngineError
 from vjepa2_ros.model import EncoderConfig, PredictorConfig, build_model
+from vjepa2_ros.model.factory import check_random_weights
 
 
 def test_export_writes_graphs_whose_manifest_command_rebuilds_them(tmp_path, capsys):
@@ -40,6 +42,20 @@ def test_export_writes_graphs_whose_manifest_command_rebuilds_them(tmp_path, cap
     z, a, s = torch.randn(5, 32, 64), torch.randn(5, 2, 7), torch.randn(5, 2, 7)
     with torch.no_grad():
         torch.testing.assert_close(rt.predict(z, a, s), predictor(z, a, s), atol=1e-4, rtol=0)
+
+
+def test_random_large_networks_are_refused_small_ones_are_announced(caplog):
+    """No checkpoint: a random ViT-g + AC predictor is refused (naming the three ways to give weights)
+    wherever a runtime is opened (node, demo, bench, replay); the project's small models only warn."""
+    with pytest.raises(ConfigError, match=r"1,317 M randomly initialised parameters.*--checkpoint.*--model-card.*"
+                                          r"engine_dir"):
+        open_runtime(RuntimeConfig())
+    with pytest.raises(ConfigError, match="305 M randomly initialised"):     # encoder file, predictor random
+        open_runtime(RuntimeConfig(encoder_checkpoint="encoder.safetensors"))
+    assert check_random_weights(EncoderConfig.vit_giant(), PredictorConfig.ac_vit_giant(), "ac.pt", None) == 0
+    with caplog.at_level(logging.WARNING, logger="vjepa2_ros.model.factory"):
+        runtime = open_runtime(RuntimeConfig(encoder_cfg=EncoderConfig.tiny(), predictor_cfg=PredictorConfig.tiny()))
+    assert runtime is not None and "randomly initialised networks" in caplog.text
 
 
 def test_export_needs_weights_or_an_explicit_random(tmp_path, capsys):

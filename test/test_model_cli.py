@@ -36,3 +36,11 @@ def test_bench_model_prints_every_released_size(capsys):
 def test_unknown_command_prints_usage(capsys):
     assert cli.main(["no-such-command"]) == 2
     assert "usage: vjepa2-ros" in capsys.readouterr().err
+
+
+def test_selfcheck_without_a_checkpoint_says_so_first_and_refuses_large_random_networks(capsys):
+    assert cli.main(["selfcheck"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("no checkpoint given: randomly initialised networks") and "M parameters" in first
+    assert cli.main(["selfcheck", "--encoder", "vit_giant", "--predictor", "ac_vit_giant"]) == 1
+    assert "1,317 M randomly initialised parameters" in capsys.readouterr().err

@@ -165,6 +165,9 @@ def test_official_defaults_and_validation(tmp_path):
         TrainConfig(init_from=str(tmp_path / "missing.safetensors"))
     with pytest.raises(ConfigError, match="does not fit the encoder"):
         TrainConfig(encoder={"preset": "vit_tiny"})
+    with pytest.raises(ConfigError, match="randomly initialised 1,012 M-parameter ViT; set encoder_checkpoint"):
+        cfg.check_encoder_weights()                  # train() checks this first: the default needs the ViT-g file
+    TrainConfig(encoder={"preset": "vit_tiny"}, predictor={"preset": "ac_tiny"}).check_encoder_weights()  # small: fine
 
 
 def test_weight_decay_only_on_matrices():

@@ -382,12 +382,12 @@ def main(args: argparse.Namespace) -> int:
     model = "ORACLE (true end-effector position; a sanity check of IK, safety and control, not a learned model)" \
         if args.oracle else f"{cfg.model.encoder} + {cfg.model.predictor}, checkpoint {cfg.model.checkpoint}"
     p = cfg.planning
+    if not args.oracle and cfg.model.checkpoint is None:               # the first line says so
+        print("sim-reach: the model has no checkpoint (random weights): expect ~0% success")
     print(f"sim-reach: {args.goals} held-out goals (seeds [{REACH_SEED_OFFSET + args.seed}, i]), model {model}; "
           f"CEM {p.samples} samples x {p.iterations} iterations, horizon {p.horizon}; hold rule "
           f"{'on' if cfg.control.hold_rule else 'off'}; {torch.get_num_threads()} torch threads; "
           f"{'real time' if args.real_time else 'stepped simulated time (planning takes none)'}")
-    if not args.oracle and cfg.model.checkpoint is None:
-        print("sim-reach: the model has no checkpoint (random weights): expect ~0% success")
     result = run_bench(cfg, args.goals, args.seed, args.max_plans, tuple(args.modes), args.success_m, args.oracle,
                        args.camera_px, args.real_time)
     for mode, r in result["modes"].items():

@@ -221,10 +221,10 @@ def _describe(network: str | dict) -> str:
 def main(args: argparse.Namespace) -> int:
     cfg, source = choose_config(args.config)
     out = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S", time.gmtime())
+    if cfg.model.checkpoint is None:                 # the first line says so
+        print(UNTRAINED_WARNING)
     print(f"demo: model {_describe(cfg.model.encoder)} + {_describe(cfg.model.predictor)} "
           f"({cfg.model.runtime}, {cfg.model.device}) from {source}; checkpoint {cfg.model.checkpoint}")
-    if cfg.model.checkpoint is None:
-        print(UNTRAINED_WARNING)
     r = run_demo(cfg, out, args.seconds, tuple(args.goal_offset), args.seed, args.video, args.fps, args.record)
     print(f"demo: end-effector distance to goal {100 * r.start_distance_m:.1f} cm -> {100 * r.final_distance_m:.1f} cm "
           f"(closest {100 * r.min_distance_m:.1f} cm) after {r.seconds:.1f} s simulated, {r.plans} plans, "

@@ -89,7 +89,7 @@ def open_bench_runtime(name: str, cfg: BenchConfig, workdir: Path) -> Runtime:
     if name.startswith("torch"):
         return open_runtime(RuntimeConfig(kind="torch", encoder_cfg=encoder_cfg, predictor_cfg=predictor_cfg,
                                           compile=name == "torch-compile", cuda_graphs=name == "torch-cudagraph",
-                                          **base))
+                                          allow_random=True, **base))
     from vjepa2_ros.engines.manifest import artifact_name, manifest_path
     from vjepa2_ros.engines.onnx_export import ExportConfig, export_onnx
     from vjepa2_ros.model.factory import build_model
@@ -177,6 +177,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = BenchConfig(encoder=args.encoder, predictor=args.predictor, device=args.device, precision=args.precision,
                       samples=tuple(args.samples), steps=args.steps, repeats=args.repeats, warmup=args.warmup,
                       runtimes=tuple(args.runtimes))
+    print(f"bench engines: {cfg.encoder} + {cfg.predictor} with seeded RANDOM weights (latency only; no checkpoint "
+          f"is read)", flush=True)
     rows = run(cfg)
     print(table(rows, cfg))
     if args.json:

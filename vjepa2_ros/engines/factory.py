@@ -46,6 +46,8 @@ class RuntimeConfig:
     compile: bool = False                         # torch: torch.compile the encoder and predictor
     cuda_graphs: bool = False                     # torch on CUDA: capture predict() per input shape
     seed: int = 0                                 # torch without checkpoint: random-init seed
+    allow_random: bool = False                    # torch without checkpoint: allow random networks over
+                                                  # model.factory.RANDOM_PARAMETER_LIMIT (benchmarks)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -97,11 +99,12 @@ def runtime_config_from_card(card: str | Path, **changes: Any) -> RuntimeConfig:
 
 def _open_torch(cfg: RuntimeConfig) -> Runtime:
     from vjepa2_ros.engines.torch_runtime import TorchRuntime
-    from vjepa2_ros.model.factory import build_model
-    encoder, predictor = build_model(cfg.encoder_cfg or EncoderConfig.vit_giant(),
-                                     cfg.predictor_cfg or PredictorConfig.ac_vit_giant(),
-                                     checkpoint=cfg.checkpoint, encoder_checkpoint=cfg.encoder_checkpoint,
-                                     seed=cfg.seed)
+    from vjepa2_ros.model.factory import build_model, check_random_weights
+    encoder_cfg = cfg.encoder_cfg or EncoderConfig.vit_giant()
+    predictor_cfg = cfg.predictor_cfg or PredictorConfig.ac_vit_giant()
+    check_random_weights(encoder_cfg, predictor_cfg, cfg.checkpoint, cfg.encoder_checkpoint, cfg.allow_random)
+    encoder, predictor = build_model(encoder_cfg, predictor_cfg, checkpoint=cfg.checkpoint,
+                                     encoder_checkpoint=cfg.encoder_checkpoint, seed=cfg.seed)
     return TorchRuntime(encoder, predictor, cfg.device, cfg.dtype, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs)
 
 

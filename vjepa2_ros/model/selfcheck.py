@@ -13,7 +13,7 @@ import torch
 
 from vjepa2_ros.model.checkpoint import read_checkpoint, sha256_file
 from vjepa2_ros.model.config import EncoderConfig, PredictorConfig
-from vjepa2_ros.model.factory import build_model
+from vjepa2_ros.model.factory import build_model, check_random_weights
 from vjepa2_ros.model.latents import normalize_latents
 from vjepa2_ros.model.preprocess import PreprocessConfig, preprocess_frames
 
@@ -30,6 +30,10 @@ def main(args: argparse.Namespace) -> int:
     real = args.checkpoint is not None
     enc_cfg = EncoderConfig.from_preset(args.encoder or ("vit_giant" if real else "vit_tiny"))
     pred_cfg = PredictorConfig.from_preset(args.predictor or ("ac_vit_giant" if real else "ac_tiny"))
+    if not real:                                     # the first line says so; large random networks are refused
+        n = check_random_weights(enc_cfg, pred_cfg, None, args.encoder_checkpoint)
+        print(f"no checkpoint given: randomly initialised networks, {n / 1e6:.2f} M parameters (pass --checkpoint "
+              f"for real weights)")
     for path in filter(None, (args.checkpoint, args.encoder_checkpoint)):
         size = path.stat().st_size if path.is_file() else 0
         print(f"file       {path}  {size / 1e9:.2f} GB  sha256 {sha256_file(path) if size else '-'}")
@@ -40,8 +44,6 @@ def main(args: argparse.Namespace) -> int:
                 tensors = [v for v in value.values() if isinstance(v, torch.Tensor)]
                 print(f"  [{name}] {len(tensors)} tensors, {sum(v.numel() for v in tensors):,} values, dtypes "
                       f"{sorted({str(v.dtype).replace('torch.', '') for v in tensors})}")
-    else:
-        print("no checkpoint given: a randomly initialised tiny model (pass --checkpoint for real weights)")
     t0 = time.perf_counter()
     encoder, predictor = build_model(enc_cfg, pred_cfg, args.checkpoint, args.encoder_checkpoint)
     encoder, predictor = encoder.to(args.device), predictor.to(args.device)

@@ -125,6 +125,18 @@ class TrainConfig:
             raise ConfigError(f"train config: clip_frames {self.clip_frames} exceeds the predictor's "
                               f"{pred.max_steps} steps (num_frames // tubelet_size)")
 
+    def check_encoder_weights(self) -> None:
+        """Before training: a frozen encoder without weights is a seeded random one, fine for the
+        project's small sim encoders, meaningless (and hours per epoch on a CPU) at ViT-L/g size."""
+        from vjepa2_ros.model.factory import RANDOM_PARAMETER_LIMIT, parameter_count
+        if self.encoder_checkpoint is not None:
+            return
+        n = parameter_count(self.encoder_config())
+        if n > RANDOM_PARAMETER_LIMIT:
+            raise ConfigError(f"train config: encoder_checkpoint is null, so the frozen encoder would be a randomly "
+                              f"initialised {n / 1e6:,.0f} M-parameter ViT; set encoder_checkpoint to the official "
+                              f"encoder weights (the ViT checkpoint or the AC checkpoint, whose encoder is used)")
+
     # -- derived -------------------------------------------------------------------------------
     def encoder_config(self) -> EncoderConfig:
         return _network("encoder", self.encoder)

@@ -191,6 +191,7 @@ class RunLog:
 # -- the run ---------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, loaders: Sequence[EpisodeLoader] | None = None, progress: bool = True) -> TrainResult:
     """Train the predictor as `cfg` says. loaders: episodes to use instead of cfg's data sources."""
+    cfg.check_encoder_weights()                                     # no random ViT-g encoder behind your back
     # processes and device ---------------------------------------------------------------------
     world, rank, local_rank = (int(os.environ.get(k, d)) for k, d in (("WORLD_SIZE", "1"), ("RANK", "0"),
                                                                         ("LOCAL_RANK", "0")))
