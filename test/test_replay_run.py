@@ -4,6 +4,7 @@ the shipped sim model."""
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +35,15 @@ def _numbers(v):
     return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else []
 
 
-def test_replay_droid_episode_writes_a_complete_report(episode_dir, tmp_path):
+def test_replay_droid_episode_writes_a_complete_report(episode_dir, tmp_path, capsys):
     out = tmp_path / "report"
     argv = ["replay", str(episode_dir), "--tiny", "--out", str(out), "--landscape-steps", "0", "2",
             "--landscape-axes", "x", "z", "--landscape-points", "5",
             "--compare-step-s", "0.5", "1.0"] + SMALL_CEM
     assert cli.main(argv) == 0
+    estimate = re.search(r"replay: the first step took [\d.]+ s: (\d+) steps will take about [\d.]+ min \(CEM 16 "
+                         r"samples x 2 iterations.*shorter: --max-steps", capsys.readouterr().err)
+    assert estimate and int(estimate.group(1)) == len(list(csv.DictReader(open(out / "metrics.csv"))))
     assert {p.name for p in out.iterdir()} == {"report.md", "metrics.csv", "summary.json", "landscapes.json",
                                                  "prediction_error.png",
                                                  "actions.png", "energy.png", "landscape_step_0000.png",
@@ -87,6 +91,10 @@ def test_replay_bag_and_its_errors(episode_dir, tmp_path, capsys):
     assert "no topic '/wrist/image'" in capsys.readouterr().err
     assert cli.main(["replay", str(tmp_path), "--tiny"]) == 1
     assert "neither a DROID episode folder" in capsys.readouterr().err
+    assert cli.main(["replay", str(bag), "--out", str(tmp_path / "never")]) == 1       # no model: refused at once
+    err = capsys.readouterr().err
+    assert "replay needs a model" in err and all(w in err for w in ("--checkpoint", "--model-card", "--engine-dir"))
+    assert not (tmp_path / "never").exists()
     short = read_droid_episode(episode_dir, step_s=1.0)
     with pytest.raises(DataError, match="too few to look 4 steps ahead"):
         replay_episode(short, WorldModel.tiny(), CEMConfig(samples=8, topk=2, iterations=1), ReplayConfig(step_s=1.0))

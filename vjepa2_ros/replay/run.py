@@ -15,6 +15,7 @@ other step durations: which time base does the model predict best?
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -116,7 +117,10 @@ def replay_episode(episode: Episode, world_model: WorldModel, cem_cfg: CEMConfig
         planner.set_goal_latent(goal)
     landscape_at = {steps[i] for i in cfg.landscape_steps if 0 <= i < len(steps)}
     rows, landscapes = [], {}
-    for t in tqdm(steps, desc="replay", unit="step", disable=not progress):
+    started = time.perf_counter()
+    for i, t in enumerate(tqdm(steps, desc="replay", unit="step", disable=not progress)):
+        if i == 1 and progress:
+            _print_estimate(time.perf_counter() - started, len(steps), cem_cfg)
         goal_t = None if goal_image is not None else t + cfg.goal_offset
         if goal_t is not None:
             goal = latents[goal_t]
@@ -159,6 +163,14 @@ def replay_episode(episode: Episode, world_model: WorldModel, cem_cfg: CEMConfig
     comparison = compare_step_durations(world_model, all_rows, cfg) if cfg.compare_step_s and all_rows else []
     summary["step_comparison"] = comparison
     return ReplayResult(rows, summary, landscapes, comparison)
+
+
+def _print_estimate(first_step_s: float, steps: int, cem_cfg: CEMConfig) -> None:
+    """Before a long replay: the time it will take, from the first step, and how to make it shorter."""
+    total_s = first_step_s * steps
+    print(f"replay: the first step took {first_step_s:.1f} s: {steps} steps will take about "
+          f"{total_s / 60:.1f} min (CEM {cem_cfg.samples} samples x {cem_cfg.iterations} iterations, horizon "
+          f"{cem_cfg.horizon}); shorter: --max-steps, --stride, --samples, --iterations", file=sys.stderr, flush=True)
 
 
 def compare_step_durations(world_model: WorldModel, all_rows: Episode, cfg: ReplayConfig) -> list[dict[str, Any]]:
@@ -252,6 +264,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from vjepa2_ros.replay.report import write_report
+    _require_model(args)
     cfg = ReplayConfig(step_s=args.step_s, goal_offset=args.goal_offset, horizon=args.horizon, stride=args.stride,
                        max_steps=args.max_steps, landscape_steps=tuple(args.landscape_steps),
                        landscape_grid_m=tuple(np.linspace(-args.landscape_extent_m, args.landscape_extent_m,
@@ -280,6 +293,15 @@ def main(args: argparse.Namespace) -> int:
     page = write_report(out, result)
     print(f"report: {page}")
     return 0
+
+
+def _require_model(args: argparse.Namespace) -> None:
+    """Refuse before any work when no model is given: never replay with random networks by default."""
+    if not (args.tiny or args.model_card or args.checkpoint or args.engine_dir):
+        raise ConfigError("replay needs a model, and none was given (it would plan with randomly initialised "
+                          "networks): pass --checkpoint FILE (the official AC checkpoint, .pt or .safetensors), "
+                          "--model-card FILE (a shipped model, e.g. models/sim_reach/model.json), or --engine-dir "
+                          "DIR with --runtime onnxruntime|tensorrt; --tiny runs a random tiny model as a smoke test")
 
 
 def _world_model(args: argparse.Namespace) -> WorldModel:
