@@ -9,6 +9,8 @@ import torch
 from vjepa2_ros.errors import ConfigError
 from vjepa2_ros.planning.calibration import (ActionFrame, fit_rotation, infer_displacement, move_table,
                                              yaw_matrix)
+from vjepa2_ros.planning.cem import CEMConfig
+from vjepa2_ros.planning.planner import Planner
 from vjepa2_ros.planning.pose import euler_xyz_to_matrix, integrate_pose
 
 
@@ -70,6 +72,7 @@ class RotatedCameraModel:
     trained with the camera in its original place would."""
 
     device = torch.device("cpu")
+    latent_shape = (1, 3)
 
     def __init__(self, seen: np.ndarray) -> None:
         self.seen = torch.as_tensor(seen, dtype=torch.float32)
@@ -79,6 +82,9 @@ class RotatedCameraModel:
 
     def predict_next(self, z: torch.Tensor, actions: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         return z[:, -1] + actions[:, -1, None, :3].to(z.dtype)
+
+    def rollout(self, z: torch.Tensor, s: torch.Tensor, actions: torch.Tensor, timer=None):
+        return z + actions[..., :3].sum(dim=1, keepdim=True).to(z.dtype), None
 
 
 def test_inferred_displacements_recover_the_camera_rotation():
@@ -97,3 +103,24 @@ def test_inferred_displacements_recover_the_camera_rotation():
     fit = fit_rotation(np.array(measured), np.array(inferred))
     assert abs(fit.yaw_deg - (-30)) < 2.0, fit.as_dict()
     assert fit.residual_m < 0.005
+
+
+def test_the_planner_plans_in_the_model_frame_and_returns_robot_frame_actions():
+    """Same model, goal and seed: with an action frame the planned Δxyz comes out rotated by Rᵀ."""
+    R = yaw_matrix(40)
+    wm = RotatedCameraModel(R)
+    p, goal = np.array([0.45, 0.0, 0.25]), np.array([0.50, 0.04, 0.22])
+    state = np.r_[p, math.pi, 0, 0, 0]
+    plans = {}
+    for name, frame in (("robot", None), ("model", tuple(R.reshape(-1)))):
+        planner = Planner(wm, CEMConfig(samples=64, topk=8, iterations=4, action_frame=frame), seed=0)
+        planner.set_goal_latent(wm.encode(goal)[0])
+        plans[name] = planner.plan(p, state)
+    np.testing.assert_allclose(plans["model"].action[:3], R.T @ plans["robot"].action[:3], atol=1e-9)
+    assert plans["model"].diagnostics["action_frame"] and not plans["robot"].diagnostics["action_frame"]
+    # executed in the robot frame, the rotated plan moves towards the true goal
+    assert np.linalg.norm(p + plans["model"].action[:3] - goal) < np.linalg.norm(p - goal)
+    with pytest.raises(ConfigError, match="9 numbers"):
+        CEMConfig(action_frame=(1.0, 0.0, 0.0))
+    with pytest.raises(ConfigError, match="must be a rotation"):
+        CEMConfig(action_frame=(2.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))

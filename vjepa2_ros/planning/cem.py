@@ -19,9 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from vjepa2_ros.errors import ConfigError, PlanningError
+from vjepa2_ros.planning.calibration import ActionFrame
 from vjepa2_ros.planning.pose import integrate_actions
 from vjepa2_ros.planning.timing import StageTimer
 
@@ -65,6 +67,11 @@ class CEMConfig:
     # is never pushed further out. Both or neither.
     position_min_m: tuple[float, float, float] | None = None
     position_max_m: tuple[float, float, float] | None = None
+    # Beyond Meta: the model's action frame from `vjepa2-ros calibrate` (planning.calibration): 9
+    # numbers, a 3x3 rotation row-major, model frame = R · robot frame, states rotated about
+    # action_frame_center_m (m); plans are rotated back by Rᵀ before execution. None: the robot's frame.
+    action_frame: tuple[float, ...] | None = None
+    action_frame_center_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         for name in ("horizon", "samples", "topk", "iterations"):
@@ -97,6 +104,18 @@ class CEMConfig:
             raise ConfigError("CEMConfig.position_min_m and position_max_m must be given together (or neither)")
         if lo is not None and not (len(lo) == len(hi) == 3 and all(a < b for a, b in zip(lo, hi))):
             raise ConfigError(f"CEMConfig.position_min_m {lo} must be 3 numbers each below position_max_m {hi} (m)")
+        if self.action_frame is not None:
+            self.frame()                                   # a 3x3 rotation about a finite centre, or ConfigError
+
+    def frame(self) -> ActionFrame | None:
+        """The model's action frame (action_frame), or None when planning in the robot's frame."""
+        if self.action_frame is None:
+            return None
+        if len(self.action_frame) != 9:
+            raise ConfigError(f"CEMConfig.action_frame must be 9 numbers (a 3x3 rotation, row-major), "
+                              f"got {len(self.action_frame)}")
+        return ActionFrame(np.reshape(np.asarray(self.action_frame, dtype=np.float64), (3, 3)),
+                           np.asarray(self.action_frame_center_m, dtype=np.float64))
 
     @property
     def planned_dims(self) -> tuple[int, ...]:

@@ -11,6 +11,8 @@ Beyond the official notebook, each optional and reported in `diagnostics`:
   action's (spec/SIM_WORLD_MODEL_NOTES.md: without it even a perfect model drifts off the goal);
 * sub-goals: advance after N plan steps and/or when the observation's energy to the current
   sub-goal falls below a threshold.
+* action frame (CEMConfig.action_frame, from `vjepa2-ros calibrate`): plan with the state in the
+  model's frame and return the action in the robot's (planning.calibration.ActionFrame).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Planner:
         self.cfg = cem_cfg or CEMConfig()
         self.seed = int(seed)
         self.hold_rule = bool(hold_rule)
+        self.frame = self.cfg.frame()                       # the model's action frame, or None
         self._goals: list[torch.Tensor] = []            # each [N, D] float32 on the model device
         self._goal_index = 0
         self._steps_on_goal = 0
@@ -203,6 +206,8 @@ class Planner:
         init = None
         if cfg.warm_start and self._prev_mean is not None:
             init = warm_start_mean(self._prev_mean)
+        if self.frame is not None:                          # plan in the model's (calibrated) frame
+            s = self.frame.state_to_model(s)
         res = run_cem(wm, z, s, goal, cfg, generator=self.generator, init_mean=init, timer=timer)
 
         # The plan and the zero action, rolled out together: the plan's energy, and the hold rule.
@@ -213,6 +218,8 @@ class Planner:
         held = self.hold_rule and not e_plan < e_zero
         plan = torch.zeros_like(res.plan) if held else res.plan
         plan_np = plan.double().cpu().numpy()
+        if self.frame is not None:                          # execute in the robot's frame: Rᵀ · action
+            plan_np = self.frame.actions_to_robot(plan_np)
         if not np.isfinite(plan_np).all() or not np.isfinite(e_plan):
             raise PlanningError(f"planner produced a non-finite plan {plan_np.tolist()} (energy {e_plan})")
         if cfg.warm_start:
@@ -231,6 +238,7 @@ class Planner:
             "goal_index": self._goal_index,
             "goal_count": len(self._goals),
             "warm_started": init is not None,
+            "action_frame": self.frame is not None,
             "iterations": res.iterations,
             "stop_reason": res.stop_reason,
             "best_energy": res.best_energy,
