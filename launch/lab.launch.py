@@ -7,11 +7,14 @@
 The node's parameters come from `params_file` (the same YAML schema as the `vjepa2-ros` CLI,
 default: this package's config/lab.yaml); a launch argument left empty keeps the file's value.
 With autostart the node is configured (model loaded and checked) and activated (control loop
-running, no goal yet: the arm holds) as soon as it is up. See docs/ros2.md.
+running, no goal yet: the arm holds) as soon as it is up, once: a later `ros2 lifecycle set
+/vjepa2_planner deactivate` stays deactivated. If the node dies, the launch shuts down with an
+error (exit code 1). See docs/ros2.md.
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
@@ -40,6 +43,7 @@ ARGUMENTS = (
     ("gripper_action", "/franka_gripper/gripper_action", "GripperCommand action server (gripper:=action)"),
     ("goal_image", "", "image file that becomes the goal once configured (empty: set one by service call)"),
     ("checkpoint", "", "V-JEPA 2-AC checkpoint (.pt or .safetensors)"),
+    ("encoder_checkpoint", "", "separate encoder weights (.safetensors), when the checkpoint has none"),
     ("engine_dir", "", "folder of exported ONNX / TensorRT engines (runtime onnxruntime or tensorrt)"),
     ("runtime", "", "torch | onnxruntime | tensorrt"),
     ("params_file", "", "parameter YAML in the vjepa2-ros schema (default: config/lab.yaml of this package)"),
@@ -52,6 +56,7 @@ ARGUMENTS = (
 SCHEMA_PARAMETERS = {
     "robot_model": "control.robot",
     "checkpoint": "model.checkpoint",
+    "encoder_checkpoint": "model.encoder_checkpoint",
     "engine_dir": "model.engine_dir",
     "runtime": "model.runtime",
 }
@@ -79,7 +84,7 @@ def planner_actions(context):
         "config_file": params_file,
         "command_interface": interface,
         "camera_transport": arg.get("camera_transport", "raw"),
-        "gripper": arg.get("gripper", "none"),
+        "gripper": arg.get("gripper", "action"),
         "robot_ip": arg.get("robot_ip", ""),
         "goal_image_path": arg.get("goal_image", ""),
         "use_sim_time": _as_bool("use_sim_time", arg.get("use_sim_time", "false")),
@@ -98,21 +103,31 @@ def planner_actions(context):
 
     node = LifecycleNode(package=PACKAGE, executable="planner_node", name=NODE_NAME, namespace="",
                          output="screen", parameters=[parameters], remappings=remappings)
-    actions = [node]
+    actions = [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=planner_exited))]
     if _as_bool("autostart", arg.get("autostart", "true")):
         actions += autostart_actions(node)
     return actions
 
 
 def autostart_actions(node):
-    """configure now; activate once the node reports inactive (configured)."""
+    """configure now; activate once, when that configure succeeds (start_state "configuring"):
+    a requested deactivate (activating -> ... -> inactive via "deactivating") is left alone."""
     def change(transition_id):
         return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
     return [
-        RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, goal_state="inactive",
+        RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, start_state="configuring",
+                                               goal_state="inactive",
                                                entities=[change(Transition.TRANSITION_ACTIVATE)])),
         change(Transition.TRANSITION_CONFIGURE),
     ]
+
+
+def planner_exited(event, context):
+    """The node is gone: nothing left to configure or activate, so end the launch, with an error
+    (launch exits 1) unless the launch itself was shutting down (Ctrl-C)."""
+    if context.is_shutdown:
+        return None
+    raise RuntimeError(f"{NODE_NAME} exited (code {event.returncode}) while the launch was running")
 
 
 def generate_launch_description():

@@ -21,6 +21,7 @@ from vjepa2_ros.errors import ConfigError
 COMMAND_INTERFACES = ("trajectory", "position", "franky")
 CAMERA_TRANSPORTS = ("raw", "compressed")
 GRIPPER_INTERFACES = ("action", "topic", "none")
+GRIPPER_DEFAULT = "action"       # lab.launch.py's `gripper` default is the same (test_nodes_static checks)
 SECTIONS = ("model", "planning", "safety", "control")
 
 
@@ -41,9 +42,10 @@ NODE_PARAMETERS = (
                   "arm directly (robot_ip) and publish its joint states and flange pose. Applied on configure."),
     ParameterSpec("camera_transport", "raw", "raw: sensor_msgs/Image on 'camera/image'; compressed: "
                   "sensor_msgs/CompressedImage on 'camera/image/compressed'. Applied on configure."),
-    ParameterSpec("gripper", "none", "action: control_msgs/GripperCommand goals on 'gripper_action'; topic: "
-                  "std_msgs/Float64 closedness (0 open .. 1 closed) on 'gripper_command'; none. "
-                  "Ignored with command_interface franky (franky drives the gripper). Applied on configure."),
+    ParameterSpec("gripper", GRIPPER_DEFAULT, "action: control_msgs/GripperCommand goals on 'gripper_action' "
+                  "(without control_msgs installed: falls back to topic, and says so); topic: std_msgs/Float64 "
+                  "closedness (0 open .. 1 closed) on 'gripper_command'; none. Ignored with command_interface "
+                  "franky (franky drives the gripper). Applied on configure."),
     ParameterSpec("gripper_open_position_m", 0.04, "GripperCommand position for an open gripper (franka_gripper: "
                   "finger position, half the width); closed is 0."),
     ParameterSpec("gripper_max_effort_n", 20.0, "GripperCommand max_effort when closing (N)."),

@@ -18,22 +18,22 @@ Topic names below are relative: remap them (launch/lab.launch.py does). See docs
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
 from typing import Any
 
-from control_msgs.action import GripperCommand
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
-from rclpy.action import ActionClient
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray
@@ -73,7 +73,18 @@ GOAL_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=Reli
 OUTPUT_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 
 DIAGNOSTICS_PERIOD_S = 1.0
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # brake and hold, then exit 0
+ARM_INPUTS = ("joint_states", "camera")              # a rejected message from these holds the arm
 INPUT_ERROR_WINDOW_S = 2.0       # a rejected message keeps the diagnostic at ERROR this long
+
+
+def import_gripper_command():
+    """control_msgs' GripperCommand action type, or None where control_msgs is not installed."""
+    try:
+        from control_msgs.action import GripperCommand
+    except ImportError:
+        return None
+    return GripperCommand
 
 
 class PlannerNode(Node):
@@ -100,7 +111,8 @@ class PlannerNode(Node):
         self._start_lock = threading.Lock()
         self._subscriptions_: list = []
         self._publishers_: dict[str, Any] = {}
-        self._gripper_client: ActionClient | None = None
+        self._gripper_client = None                         # rclpy ActionClient (gripper action)
+        self._gripper_interface = "none"                    # in effect after configure: action, topic or none
         super().__init__(node_name, automatically_declare_parameters_from_overrides=True, **kwargs)
 
         self._declare_parameters()
@@ -289,10 +301,21 @@ class PlannerNode(Node):
 
     def _make_gripper_sink(self, gripper: str, p: dict[str, Any]):
         if gripper == "action":
-            self._gripper_client = ActionClient(self, GripperCommand, GRIPPER_ACTION,
-                                                callback_group=self._planning_group)
-            open_m, effort = float(p["gripper_open_position_m"]), float(p["gripper_max_effort_n"])
-            return lambda closedness: self._send_gripper_goal(closedness, open_m, effort)
+            gripper_command = import_gripper_command()
+            if gripper_command is None:
+                gripper = "topic"
+                self.get_logger().warning(
+                    f"gripper action: control_msgs is not installed, so there is no GripperCommand client; "
+                    f"the gripper falls back to std_msgs/Float64 closedness on '{GRIPPER_TOPIC}' "
+                    "(install ros-jazzy-control-msgs for the action, or set gripper:=topic / none)")
+            else:
+                from rclpy.action import ActionClient
+                self._gripper_client = ActionClient(self, gripper_command, GRIPPER_ACTION,
+                                                    callback_group=self._planning_group)
+                open_m, effort = float(p["gripper_open_position_m"]), float(p["gripper_max_effort_n"])
+                self._gripper_interface = "action"
+                return lambda closedness: self._send_gripper_goal(gripper_command, closedness, open_m, effort)
+        self._gripper_interface = gripper
         if gripper == "topic":
             self._publishers_["gripper"] = self.create_lifecycle_publisher(Float64, GRIPPER_TOPIC, COMMAND_QOS)
             return lambda closedness: self._publishers_["gripper"].publish(Float64(data=float(closedness)))
@@ -388,9 +411,14 @@ class PlannerNode(Node):
             self._input_error("goal_image", str(e))
 
     def _input_error(self, source: str, text: str) -> None:
-        """A rejected message: logged (throttled) and reported on /diagnostics at once."""
+        """A rejected message: logged (throttled) and reported on /diagnostics at once. A bad
+        message from the arm or the camera also holds the arm (a driver sending garbage is not
+        trusted again until ~/enable true), even while good messages keep coming."""
         self._input_errors[source] = (time.monotonic(), text)
         self.get_logger().warning(f"{source}: message rejected: {text}", throttle_duration_sec=2.0)
+        loop = self._loop
+        if loop is not None and source in ARM_INPUTS:
+            loop.hold(f"{source} message rejected: {text}")
         if time.monotonic() - self._last_diag_s > 0.1:
             self._publish_diagnostics()
 
@@ -448,12 +476,13 @@ class PlannerNode(Node):
         else:
             pub.publish(Float64MultiArray(data=q.tolist()))
 
-    def _send_gripper_goal(self, closedness: float, open_position_m: float, max_effort_n: float) -> None:
+    def _send_gripper_goal(self, gripper_command, closedness: float, open_position_m: float,
+                           max_effort_n: float) -> None:
         client = self._gripper_client
         if client is None or not client.server_is_ready():
             self._input_error("gripper", f"GripperCommand server '{GRIPPER_ACTION}' is not available")
             return
-        goal = GripperCommand.Goal()
+        goal = gripper_command.Goal()
         goal.command.position = (1.0 - closedness) * open_position_m
         goal.command.max_effort = max_effort_n
         client.send_goal_async(goal)
@@ -513,7 +542,7 @@ class PlannerNode(Node):
             now = self._loop_clock()
             values.update({k: str(v) for k, v in loop.status().items()})
             values.update(runtime=self._describe(), model_check=self._model_check,
-                          command_interface=self._interface)
+                          command_interface=self._interface, gripper=self._gripper_interface)
             frame = self._camera.read_latest() if self._camera is not None else None
             values["camera_age_s"] = "none yet" if frame is None else f"{now - frame.stamp_s:.3f}"
             try:
@@ -551,20 +580,48 @@ def _with_positions(msg: JointState, position) -> JointState:
 
 
 def main(args: list[str] | None = None) -> None:
+    """`ros2 run vjepa2_ros planner_node`: spin until SIGINT / SIGTERM, then brake, hold and exit 0.
+
+    rclpy's own signal handler would shut the context down before the node brakes (the braking
+    commands would be lost), so it is off and the node's handler ends the spin instead; the node
+    brakes with its publishers still valid, then rclpy shuts down. `rclpy.init()` / `try_shutdown()`
+    is the form every distribution accepts (on Jazzy, `rclpy.init()` is no context manager).
+    """
+    stop = threading.Event()
+    signals = []
+    for sig in SHUTDOWN_SIGNALS:
+        signal.signal(sig, lambda signum, frame: (signals.append(signum), stop.set()))
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    node = executor = None
     try:
-        with rclpy.init(args=args):
-            node = PlannerNode()
-            executor = MultiThreadedExecutor()
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()                          # hold and release even on Ctrl-C
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        node = PlannerNode()
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        spinner = threading.Thread(target=_spin, args=(executor, stop), name="executor", daemon=True)
+        spinner.start()
+        while not stop.wait(0.1):                            # signal handlers run in this thread
+            if not rclpy.ok():
+                break
+        if signals:
+            node.get_logger().info(f"{signal.Signals(signals[0]).name}: braking, holding, shutting down")
     except Vjepa2RosError as e:                              # e.g. a bad config_file at start
         print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        if node is not None:
+            node.destroy_node()                              # loop.stop(): the braking stream is published
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
+        rclpy.try_shutdown()
+
+
+def _spin(executor: MultiThreadedExecutor, stop: threading.Event) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
+    finally:
+        stop.set()
 
 
 if __name__ == "__main__":
