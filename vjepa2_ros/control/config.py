@@ -107,9 +107,14 @@ class ControlConfig:
     settle_velocity_rad_s: float = 0.05    # blocking mode: plan only once every joint is slower than this
     record_dir: str | None = None          # write what the loop saw and decided here (None: no recording)
     command_priority: int | None = None    # SCHED_FIFO priority 1..99 of the command thread (needs rtprio); None: normal
-    planner_nice: int = 10                 # nice increment of the planner thread (0..19): the command thread goes first
+    planner_nice: int = 10                 # nice increment of the planner (process or thread, 0..19): commands go first
     gil_switch_interval_s: float | None = 0.001  # CPython GIL hand-over interval while the loop runs (default 0.005):
                                                  # the longest the command thread waits for the planner's Python code
+    planner_process: bool = True           # plan in a child process that owns torch and the GPU (PlannerProcess);
+                                           # false: in a thread of this process (tests, debugging)
+    plan_timeout_s: float = 30.0           # planner process: a plan or goal not back within this is a hung planner: fault
+    planner_start_timeout_s: float = 300.0  # planner process: starting it (loading the model) may take this long
+    planner_threads: int | None = None     # torch threads of the planner process; None: torch's default (one per core)
 
     def __post_init__(self) -> None:
         _positive("rate_hz", self.rate_hz)
@@ -136,6 +141,10 @@ class ControlConfig:
             raise ConfigError(f"gil_switch_interval_s must be in [1e-05, 0.1] s or null, got {self.gil_switch_interval_s}")
         if not 0 <= self.planner_nice <= 19:
             raise ConfigError(f"planner_nice must be in 0..19, got {self.planner_nice}")
+        _positive("plan_timeout_s", self.plan_timeout_s)
+        _positive("planner_start_timeout_s", self.planner_start_timeout_s)
+        if self.planner_threads is not None and self.planner_threads < 1:
+            raise ConfigError(f"planner_threads must be >= 1 or null, got {self.planner_threads}")
 
     @property
     def period_s(self) -> float:

@@ -18,8 +18,11 @@ Any fault puts the state machine in `fault` and the arm brakes to a stop at the 
 limit (`JointInterpolator.brake`), from the first command computed after the fault: the same
 tick for a stale or erroneous joint state, the next one for a failed send or a planning fault
 (planner exception, non-finite plan, IK or safety rejection, and a stale camera, which is
-checked when a plan needs the frame: no command between plans depends on a newer one). Only
-`resume()` leaves a fault; `hold()` is always one call away.
+checked when a plan needs the frame: no command between plans depends on a newer one). A
+planner process (control.planner_process) that died or hung past control.plan_timeout_s is
+seen by the tick itself (`planner.problem()`), so the arm holds within one control period even
+while the planner thread waits on it. Only `resume()` leaves a fault (restarting a planner
+process that failed); `hold()` is always one call away.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class ControlLoop:
 
     Args:
         cfg: the stack configuration (control, safety; model and planning are the planner's).
-        planner: a vjepa2_ros.planning.Planner (or anything with its methods).
+        planner: a vjepa2_ros.planning.Planner, or a PlannerProcess (the same calls, in a child process).
         backend: connected robot backend; its `read_state` stamps share `clock`.
         camera: frame source; its stamps share `clock`.
         clock: seconds, the clock of the state and frame stamps (default: `backend.now_s`,
@@ -80,6 +83,8 @@ class ControlLoop:
                  publish: Publisher | None = None) -> None:
         self.cfg, self.ctl = cfg, cfg.control
         self.planner, self.backend, self.camera = planner, backend, camera
+        # A planner in another process (PlannerProcess) says when it died or hung: checked every tick.
+        self._planner_problem: Callable[[], str | None] = getattr(planner, "problem", lambda: None)
         self.clock = backend.now_s if clock is None else clock
         self.recorder, self.publish = recorder, publish
         if backend.spec.name != self.ctl.robot:
@@ -146,10 +151,14 @@ class ControlLoop:
             self._record_event()
 
     def resume(self) -> None:
-        """The explicit way out of a fault: recover the robot, resync to its measured joints."""
+        """The explicit way out of a fault: recover the robot, restart a planner process that died
+        or hung (its goals re-sent), resync to the measured joints."""
         if self.state is LoopState.FAULT and not self.backend.recover():
             raise SafetyError(f"the {self.backend.name} backend did not recover; still holding "
                               f"(fault: {self.reason})")
+        recover = getattr(self.planner, "recover", None)
+        if recover is not None:
+            recover()
         with self._lock:
             self._resync, self._pending, self._send_blocked = True, None, False
             self._next_plan_s = -np.inf
@@ -211,6 +220,9 @@ class ControlLoop:
                 check_finite(state.q, (7,), "measured joint state")
             except SafetyError as e:
                 self._fault(str(e))
+        problem = self._planner_problem()                         # a planner process that died or hung
+        if problem is not None:
+            self._fault(problem)
         with self._lock:
             if state is not None:
                 self._state = state

@@ -28,7 +28,17 @@ def build_world_model(model: ModelConfig) -> Any:
 
 
 def build_planner(cfg: StackConfig, world_model: Any | None = None, seed: int = 0) -> Any:
-    """A Planner over `world_model` (default: built from cfg.model) with cfg.planning."""
+    """The planner the stack plans with: a PlannerProcess (cfg.control.planner_process: the model
+    in a child process) or, with planner_process false or a given `world_model`, an inline Planner.
+    Either way `close()` releases it."""
+    if world_model is None and cfg.control.planner_process:
+        from vjepa2_ros.control.planner_process import PlannerProcess
+        return PlannerProcess(cfg, seed=seed)
+    return build_inline_planner(cfg, world_model, seed=seed)
+
+
+def build_inline_planner(cfg: StackConfig, world_model: Any | None = None, seed: int = 0) -> Any:
+    """A Planner in this process over `world_model` (default: built from cfg.model) with cfg.planning."""
     from vjepa2_ros.planning.planner import Planner
     return Planner(world_model if world_model is not None else build_world_model(cfg.model), cfg.planning,
                    seed=seed, hold_rule=cfg.control.hold_rule)

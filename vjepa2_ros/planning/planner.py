@@ -90,6 +90,10 @@ class Planner:
         self._steps_on_goal = 0
         self.generator = torch.Generator(device=self.world_model.device).manual_seed(self.seed)
 
+    def close(self) -> None:
+        """Free the model's device memory; the planner is unusable afterwards."""
+        self.world_model.runtime.release()
+
     @property
     def has_goal(self) -> bool:
         return bool(self._goals)
