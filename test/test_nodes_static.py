@@ -67,6 +67,26 @@ def test_replay_launch_declares_the_documented_arguments_and_requires_a_bag():
     assert re.search(r'"play", bag, "--clock", "\d+"', text)
 
 
+def test_sim_launch_declares_the_documented_arguments_and_the_session_values():
+    args = launch_arguments(LAUNCH / "sim.launch.py")
+    assert documented_arguments("sim.launch.py") == list(args)
+    assert all(isinstance(d, str) for d in args.values())
+
+    def constant(path: Path, name: str):
+        return next(ast.literal_eval(n.value) for n in ast.parse(path.read_text()).body
+                    if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == name)
+    session = REPO / "vjepa2_ros" / "nodes" / "ros_session.py"
+    for name in ("SIM_OVER_DDS", "STATION_TOPICS"):             # the e2e test runs what the launch file runs
+        assert constant(LAUNCH / "sim.launch.py", name) == constant(session, name), name
+
+
+def test_one_gripper_default_in_node_and_lab_launch():
+    from vjepa2_ros.nodes.parameters import GRIPPER_DEFAULT, NODE_PARAMETERS
+    assert launch_arguments(LAUNCH / "lab.launch.py")["gripper"] == GRIPPER_DEFAULT
+    assert next(p.default for p in NODE_PARAMETERS if p.name == "gripper") == GRIPPER_DEFAULT
+    assert f'arg.get("gripper", "{GRIPPER_DEFAULT}")' in (LAUNCH / "lab.launch.py").read_text()
+
+
 def test_replay_forwards_only_arguments_that_lab_declares():
     lab = set(launch_arguments(LAUNCH / "lab.launch.py"))
     tree = ast.parse((LAUNCH / "replay.launch.py").read_text())
@@ -94,7 +114,7 @@ def test_lab_launch_parameters_are_node_or_schema_parameters():
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None, reason="launch_ros is not installed (ROS 2 host)")
 def test_launch_files_build_their_descriptions():
     from launch.actions import DeclareLaunchArgument
-    for name in ("lab.launch.py", "replay.launch.py"):
+    for name in ("lab.launch.py", "replay.launch.py", "sim.launch.py"):
         spec = importlib.util.spec_from_file_location(name.replace(".", "_"), LAUNCH / name)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -185,8 +205,8 @@ def test_only_nodes_import_rclpy():
 
 
 def test_planner_node_imports_nothing_heavy_at_module_level():
-    allowed_roots = {"__future__", "array", "dataclasses", "json", "pathlib", "signal", "sys", "threading", "time",
-                     "typing",
+    allowed_roots = {"__future__", "array", "dataclasses", "json", "os", "pathlib", "signal", "subprocess", "sys",
+                     "threading", "time", "typing",
                      "numpy", "rclpy", "rcl_interfaces",
                      "control_msgs", "diagnostic_msgs", "geometry_msgs", "sensor_msgs", "std_msgs", "std_srvs",
                      "trajectory_msgs"}
