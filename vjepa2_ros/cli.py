@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench data": ("vjepa2_ros.replay.bench", "video decode rate and replay steps/s"),
     "bench train": ("vjepa2_ros.training.bench", "training steps/s, online encoding vs cached latents"),
     "bench sim-reach": ("vjepa2_ros.control.bench_reach", "closed-loop reach success on the simulated arm"),
+    "bench ros": ("vjepa2_ros.nodes.bench_ros", "sim_station + planner_node over DDS: command stream, ages, reach"),
 }
 
 
