@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-launch_testing = pytest.importorskip("launch_testing")
+launch_testing = pytest.importorskip("launch_testing", reason="launch_testing is not installed (no wheel; a ROS 2 install has it)")
 
 import launch_testing.actions  # noqa: E402
 import rclpy  # noqa: E402
