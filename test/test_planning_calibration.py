@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vjepa2_ros.errors import ConfigError
-from vjepa2_ros.planning.calibration import (ActionFrame, fit_rotation, infer_displacement, move_table,
+from vjepa2_ros.planning.calibration import (ActionFrame, fit_rotation, infer_displacement, move_table, scan_yaw,
                                              yaw_matrix)
 from vjepa2_ros.planning.cem import CEMConfig
 from vjepa2_ros.planning.planner import Planner
@@ -77,8 +77,9 @@ class RotatedCameraModel:
     def __init__(self, seen: np.ndarray) -> None:
         self.seen = torch.as_tensor(seen, dtype=torch.float32)
 
-    def encode(self, frame: np.ndarray) -> torch.Tensor:
-        return (self.seen @ torch.as_tensor(frame, dtype=torch.float32)).reshape(1, 1, 3)
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """[3] or [B, 3] positions -> [B, 1, 3] latents."""
+        return (torch.as_tensor(frames, dtype=torch.float32).reshape(-1, 3) @ self.seen.T).reshape(-1, 1, 3)
 
     def predict_next(self, z: torch.Tensor, actions: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         return z[:, -1] + actions[:, -1, None, :3].to(z.dtype)
@@ -87,22 +88,27 @@ class RotatedCameraModel:
         return z + actions[..., :3].sum(dim=1, keepdim=True).to(z.dtype), None
 
 
-def test_inferred_displacements_recover_the_camera_rotation():
+def test_inferred_displacements_and_the_pooled_scan_recover_the_camera_rotation():
     truth = yaw_matrix(-30)
     wm = RotatedCameraModel(truth)
     rng = np.random.default_rng(3)
-    p = np.array([0.45, 0.0, 0.25])
+    positions = [np.array([0.45, 0.0, 0.25])]
     measured, inferred = [], []
     for i in range(6):
         step = rng.uniform(-0.04, 0.04, 3)
+        p = positions[-1]
         d, e = infer_displacement(wm, p, np.r_[p, math.pi, 0, 0, 0], p + step, extent_m=0.08, samples=128,
                                   iterations=8, seed=i)
         measured.append(step)
         inferred.append(d)
-        p = p + step
+        positions.append(p + step)
     fit = fit_rotation(np.array(measured), np.array(inferred))
     assert abs(fit.yaw_deg - (-30)) < 2.0, fit.as_dict()
     assert fit.residual_m < 0.005
+    states = np.array([np.r_[p, math.pi, 0, 0, 0] for p in positions])
+    scan = scan_yaw(wm, np.array(positions), states, np.array(measured))
+    assert scan.yaw_deg == pytest.approx(-30.0, abs=1.0) and scan.scale == 1.0
+    assert scan.energy.min() < 1e-3 < scan.energy.max()              # exact match at the truth, worse elsewhere
 
 
 def test_the_planner_plans_in_the_model_frame_and_returns_robot_frame_actions():

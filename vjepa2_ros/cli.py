@@ -17,6 +17,7 @@ from vjepa2_ros.errors import Vjepa2RosError
 # command words -> (module, one-line help). Commands whose module is not installed are hidden.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("vjepa2_ros.control.demo", "closed loop on the simulated arm: goal image in, motion, video and plots out"),
+    "calibrate": ("vjepa2_ros.control.calibrate", "the rotation between the robot's and the world model's action frames"),
     "selfcheck": ("vjepa2_ros.model.selfcheck", "load a checkpoint (or a random tiny model) and report what was found"),
     "export": ("vjepa2_ros.engines.export", "checkpoint -> ONNX encoder and predictor, with manifests"),
     "build-engines": ("vjepa2_ros.engines.build", "ONNX -> TensorRT engines, with manifests (GPU hosts)"),
