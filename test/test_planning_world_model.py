@@ -5,10 +5,11 @@ import torch
 
 from conftest import FIXTURES, load_fixture
 from vjepa2_ros.engines.torch_runtime import TorchRuntime
-from vjepa2_ros.errors import PlanningError
-from vjepa2_ros.model import ACPredictor, EncoderConfig, PredictorConfig, VJEPA2Encoder, load_official_checkpoint
-from vjepa2_ros.planning import WorldModel, energy, make_example_frame
-from vjepa2_ros.planning.world_model import rollout_bytes_per_sample
+from vjepa2_ros.errors import ConfigError, PlanningError
+from vjepa2_ros.model import (ACPredictor, EncoderConfig, PredictorConfig, VJEPA2Encoder, build_model,
+                              load_official_checkpoint)
+from vjepa2_ros.planning import CEMConfig, WorldModel, energy, make_example_frame, run_cem
+from vjepa2_ros.planning.world_model import DEFAULT_CHUNK_BUDGET_BYTES, DEFAULT_MIN_CHUNK, rollout_bytes_per_sample
 
 
 def official_tiny_world_model(**kwargs) -> WorldModel:
@@ -91,10 +92,36 @@ def test_chunking_does_not_change_results(wm):
     z0 = torch.nn.functional.layer_norm(torch.randn(16, 64, generator=g), (64,))
     s0 = torch.tensor([0.5, 0.0, 0.3, 3.1, 0.0, 0.0, 0.0])
     actions = torch.randn(7, 3, 7, generator=g) * 0.05
-    small = official_tiny_world_model(chunk_budget_bytes=1)
+    small = official_tiny_world_model(chunk_budget_bytes=1, min_chunk=1)
     assert small.chunk_size(3) == 1 and wm.chunk_size(3) >= 7
     torch.testing.assert_close(small.rollout(z0, s0, actions)[0], wm.rollout(z0, s0, actions)[0],
                                atol=1e-6, rtol=1e-6)
+
+
+def test_cpu_chunks_are_measured_sizes_never_single_samples():
+    wide = PredictorConfig.tiny(img_size=128, patch_size=8, embed_dim=64, predictor_embed_dim=1024, depth=2,
+                                num_heads=16)                      # 256 tokens: ~27 MiB a sample > the budget
+    assert rollout_bytes_per_sample(wide, 1, 4) > DEFAULT_CHUNK_BUDGET_BYTES["cpu"]
+    enc, _ = build_model(EncoderConfig.tiny(), PredictorConfig.tiny(), seed=0)
+    pred = ACPredictor(wide, init=False)
+    assert WorldModel(TorchRuntime(enc, pred)).chunk_size(1) == DEFAULT_MIN_CHUNK["cpu"] == 16
+    tiny = WorldModel.tiny()                                       # ~0.1 MiB a sample: what fits, in 8s
+    n = DEFAULT_CHUNK_BUDGET_BYTES["cpu"] // rollout_bytes_per_sample(tiny.cfg, 1, 4)
+    assert tiny.chunk_size(1) == n - n % 8 and tiny.chunk_size(1) % 8 == 0
+    with pytest.raises(ConfigError, match="min_chunk must be a positive int"):
+        WorldModel(tiny.runtime, min_chunk=0)
+
+
+def test_cem_actions_in_cpu_chunks_are_identical_to_one_unsplit_batch():
+    base = WorldModel.tiny(seed=0)
+    chunked = WorldModel(base.runtime, chunk_budget_bytes=1)       # the CPU floor: 4 calls of 16 samples
+    unsplit = WorldModel(base.runtime, chunk_budget_bytes=2**40)   # one call of 64
+    assert chunked.chunk_size(1) == 16 and unsplit.chunk_size(1) >= 64
+    z, goal = base.encode(make_example_frame(seed=0))[0], base.encode(make_example_frame(seed=1))[0]
+    s = torch.tensor([0.45, 0.0, 0.35, 3.14159, 0.0, 0.0, 0.0])
+    cfg = CEMConfig(samples=64, topk=8, iterations=3, warm_start=True)
+    plans = [run_cem(wm, z, s, goal, cfg, generator=torch.Generator().manual_seed(3)) for wm in (chunked, unsplit)]
+    assert torch.equal(plans[0].plan, plans[1].plan) and plans[0].best_energy == plans[1].best_energy
 
 
 def test_memory_estimate_of_the_paper_setting_fits_a_24gb_card():

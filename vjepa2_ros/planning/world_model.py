@@ -7,7 +7,8 @@ norm, pose integration) and what makes planning fast:
 * incremental rollouts: step h reuses the keys and values of steps < h (`Runtime.predict_step`),
   exact because attention is block-causal; the notebook recomputes the whole history;
 * the context latent is broadcast (`expand`, a view) to the S samples, not copied;
-* samples run in chunks sized so one chunk's activations and KV cache fit `chunk_budget_bytes`.
+* samples run in chunks: what fits `chunk_budget_bytes`, at least `min_chunk` (measured on the
+  CPU, see DEFAULT_MIN_CHUNK), in multiples of 8 (bit-identical to one unsplit batch).
 """
 
 from __future__ import annotations
@@ -23,10 +24,22 @@ from vjepa2_ros.model import PredictorConfig, PreprocessConfig, normalize_latent
 from vjepa2_ros.planning.pose import integrate_actions
 from vjepa2_ros.planning.timing import StageTimer
 
-# Activations per chunk of samples. CUDA: the paper setting on a 24 GB card (~290 samples of the
-# ViT-g AC predictor per chunk in bf16, next to 2.6 GB of weights). CPU: chunks that stay in the
-# last-level cache run ~2x faster than one big batch (measured with the tiny model).
+# Samples per predictor call: as many as one chunk's activations fit `chunk_budget_bytes` (CUDA:
+# the paper setting on a 24 GB card, ~290 samples of the ViT-g AC predictor per chunk in bf16,
+# next to 2.6 GB of weights; CPU: 16 MiB, about the last-level cache), but at least `min_chunk`,
+# and in multiples of CHUNK_MULTIPLE. The CPU floor is measured (README "Planning in its own
+# process", 2-core EPYC VM, 2 torch threads, ms per sample of a horizon-1 rollout by samples per
+# call): the sim model (64 tokens, 128 wide, 4 deep) idle 2.7 / 1.9 / 1.9 / 2.7 ms at 1 / 4-16 / 32 /
+# 64, and at load 10 from other processes 49 / 16 / 17 / 10 ms at 1 / 8 / 16 / 64; a 256-token
+# model at load 10: 69 / 22 / 20 / 21 ms at 1 / 8 / 16 / 64. Single-sample calls (what a 16 MiB
+# budget gave any model over 16 MiB a sample, e.g. 384 calls per planning step of a 256-token,
+# 1024-wide predictor) pay every op's thread hand-over per sample and collapse when the cores are
+# shared; from 16 samples a call the time per sample is flat. Multiples of 8 keep the CPU
+# kernels' rounding: with them the latents are bit-identical to one unsplit batch (chunks of 1,
+# 2, 3, 5-7, 9 or 21 samples differ in the last bits).
 DEFAULT_CHUNK_BUDGET_BYTES = {"cuda": 4 * 2**30, "cpu": 16 * 2**20}
+DEFAULT_MIN_CHUNK = {"cuda": 1, "cpu": 16}
+CHUNK_MULTIPLE = 8
 
 
 def rollout_bytes_per_sample(cfg: PredictorConfig, horizon: int, bytes_per_element: int) -> int:
@@ -48,17 +61,24 @@ class WorldModel:
     pipeline compares and feeds them back (spec b.5)."""
 
     def __init__(self, runtime: Runtime, preprocess: PreprocessConfig | None = None,
-                 chunk_budget_bytes: int | None = None) -> None:
-        """chunk_budget_bytes: device memory for one chunk of samples (None: by device type)."""
+                 chunk_budget_bytes: int | None = None, min_chunk: int | None = None) -> None:
+        """chunk_budget_bytes: device memory for one chunk of samples; min_chunk: samples per
+        predictor call at least (None: each by device type, see DEFAULT_MIN_CHUNK)."""
+        kind = runtime.device.type if runtime.device.type in DEFAULT_MIN_CHUNK else "cuda"
         if chunk_budget_bytes is None:
-            chunk_budget_bytes = DEFAULT_CHUNK_BUDGET_BYTES.get(runtime.device.type, DEFAULT_CHUNK_BUDGET_BYTES["cuda"])
+            chunk_budget_bytes = DEFAULT_CHUNK_BUDGET_BYTES[kind]
+        if min_chunk is None:
+            min_chunk = DEFAULT_MIN_CHUNK[kind]
         if not chunk_budget_bytes > 0:
             raise ConfigError(f"chunk_budget_bytes must be > 0, got {chunk_budget_bytes!r}")
+        if not (isinstance(min_chunk, int) and min_chunk >= 1):
+            raise ConfigError(f"min_chunk must be a positive int (samples), got {min_chunk!r}")
         self.runtime = runtime
         self.cfg = runtime.predictor_cfg
         img = runtime.encoder_cfg.img_size
         self.preprocess = preprocess or PreprocessConfig(crop_size=img if isinstance(img, int) else img[0])
         self.chunk_budget_bytes = int(chunk_budget_bytes)
+        self.min_chunk = min_chunk
 
     @classmethod
     def tiny(cls, seed: int = 0, **kwargs: Any) -> "WorldModel":
@@ -78,9 +98,11 @@ class WorldModel:
         return (self.cfg.tokens_per_frame, self.cfg.embed_dim)
 
     def chunk_size(self, horizon: int) -> int:
-        """Samples per predictor call for a rollout of `horizon` steps."""
+        """Samples per predictor call for a rollout of `horizon` steps: what fits the budget, at
+        least min_chunk, rounded down to a multiple of CHUNK_MULTIPLE when it is one or more."""
         elt = torch.empty((), dtype=self.runtime.dtype).element_size()
-        return max(1, self.chunk_budget_bytes // rollout_bytes_per_sample(self.cfg, horizon, elt))
+        n = max(self.min_chunk, self.chunk_budget_bytes // rollout_bytes_per_sample(self.cfg, horizon, elt))
+        return n - n % CHUNK_MULTIPLE if n >= CHUNK_MULTIPLE else n
 
     # -- encoding ----------------------------------------------------------------------------
     def encode(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
