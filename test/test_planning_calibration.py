@@ -106,7 +106,8 @@ def test_inferred_displacements_and_the_pooled_scan_recover_the_camera_rotation(
     assert abs(fit.yaw_deg - (-30)) < 2.0, fit.as_dict()
     assert fit.residual_m < 0.005
     states = np.array([np.r_[p, math.pi, 0, 0, 0] for p in positions])
-    scan = scan_yaw(wm, np.array(positions), states, np.array(measured))
+    z = wm.encode(np.array(positions))
+    scan = scan_yaw(wm, z[:-1], z[1:], states[:-1], np.array(measured))
     assert scan.yaw_deg == pytest.approx(-30.0, abs=1.0) and scan.scale == 1.0
     assert scan.energy.min() < 1e-3 < scan.energy.max()              # exact match at the truth, worse elsewhere
 

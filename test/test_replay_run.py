@@ -130,4 +130,7 @@ def test_replay_with_the_shipped_model_card_predicts_better_than_copying(episode
     summary = json.loads((out / "summary.json").read_text())
     model, copy = summary["prediction_error"]["h1"]["mean"], summary["copy_error"]["h1"]["mean"]
     assert math.isfinite(model) and model < 0.9 * copy, (model, copy)
+    yaw = summary["camera_yaw"]              # recorded with the camera the model was trained with
+    assert yaw["moves"] >= 3 and abs(yaw["yaw_deg"]) <= 20, yaw
+    assert "camera yaw vs the model's frame" in (out / "report.md").read_text()
     assert cli.main(["replay", str(episode_dir), "--model-card", str(tmp_path / "none.json")]) == 1

@@ -161,7 +161,8 @@ def calibrate(stack: StackConfig, cfg: CalibrationConfig, world_model: Any, back
             print(f"calibrate: move {i + 1}/{cfg.moves}: measured {np.round(100 * measured[-1], 2).tolist()} cm, "
                   f"inferred {np.round(100 * d, 2).tolist()} cm", flush=True)
     fit = fit_rotation(np.array(measured), np.array(inferred))
-    scan = scan_yaw(world_model, moves.frames, poses, np.array(measured))
+    z = world_model.encode(np.stack(moves.frames))                                   # N+1, tokens, D
+    scan = scan_yaw(world_model, z[:-1], z[1:], poses[:-1], np.array(measured))
     R = {"scan": yaw_matrix(scan.yaw_deg), "yaw": fit.yaw_rotation, "full": fit.rotation}[cfg.fit]
     return CalibrationResult(fit=fit, scan=scan, measured_m=np.array(measured), inferred_m=np.array(inferred),
                              commanded_m=np.array(moves.commanded), energies=energies, center_m=poses[0, :3],

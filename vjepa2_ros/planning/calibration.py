@@ -195,28 +195,30 @@ class YawScan:
                 "energy": self.energy.round(6).tolist()}
 
 
-def scan_yaw(world_model: Any, frames: Sequence[np.ndarray], states: np.ndarray, measured: np.ndarray,
-             coarse_deg: float = 6.0, fine_deg: float = 1.0, scales: Sequence[float] = (0.6, 0.8, 1.0)) -> YawScan:
+def scan_yaw(world_model: Any, z_before: torch.Tensor, z_after: torch.Tensor, states: np.ndarray,
+             measured: np.ndarray, coarse_deg: float = 6.0, fine_deg: float = 1.0,
+             scales: Sequence[float] = (0.6, 0.8, 1.0)) -> YawScan:
     """Pool every move's evidence in one 1-D search: for each yaw θ (and gain k), the energy of
-    the action k·Rz(θ)·measured_i against the frame observed after move i, divided by that move's
-    zero-action energy so each move counts alike; θ at the lowest mean, on a coarse grid over the
-    circle, then a fine one around its minimum. frames: N+1 frames around N moves, states
-    [N+1, 7] (robot frame), measured [N, 3].
+    the action k·Rz(θ)·measured_i against the latent observed after move i, divided by that
+    move's zero-action energy so each move counts alike; θ at the lowest mean, on a coarse grid
+    over the circle, then a fine one around its minimum.
+
+    z_before, z_after: [N, tokens, D] latents (WorldModel.encode) before and after each move;
+    states [N, 7] before each move (robot frame); measured [N, 3] displacements (m).
 
     Sturdier than per-move argmins when single energy landscapes are flat or noisy (the sim
     model's are: 0.2% between 0 and ±4 deg): one bad move shifts the mean a little instead of
     adding an outlier to the fit.
     """
     P = np.asarray(measured, dtype=np.float64)
-    if len(frames) != len(P) + 1 or len(states) != len(P) + 1:
-        raise ConfigError(f"scan_yaw needs N+1 frames and states around N moves, got {len(frames)}, "
-                          f"{len(states)} and {len(P)}")
-    latents = world_model.encode(np.stack(frames))                                       # N+1, tokens, D
+    if not (len(z_before) == len(z_after) == len(states) == len(P)) or len(P) < MIN_MOVES:
+        raise ConfigError(f"scan_yaw needs the same number (>= {MIN_MOVES}) of latents before, after, states and "
+                          f"moves, got {len(z_before)}, {len(z_after)}, {len(states)} and {len(P)}")
     coarse = np.arange(-180.0, 180.0, coarse_deg)
-    e_coarse = _pooled_energy(world_model, latents, states, P, coarse, scales)       # G, K
+    e_coarse = _pooled_energy(world_model, z_before, z_after, states, P, coarse, scales)         # G, K
     best = coarse[int(np.argmin(e_coarse.min(axis=1)))]
     fine = best + np.arange(-coarse_deg, coarse_deg + fine_deg / 2, fine_deg)
-    e_fine = _pooled_energy(world_model, latents, states, P, fine, scales)
+    e_fine = _pooled_energy(world_model, z_before, z_after, states, P, fine, scales)
     g, k = np.unravel_index(int(np.argmin(e_fine)), e_fine.shape)
     grid = np.concatenate([coarse, fine])
     energy = np.concatenate([e_coarse.min(axis=1), e_fine.min(axis=1)])
@@ -225,8 +227,8 @@ def scan_yaw(world_model: Any, frames: Sequence[np.ndarray], states: np.ndarray,
     return YawScan(yaw_deg=yaw, grid_deg=grid[order], energy=energy[order], scale=float(scales[k]))
 
 
-def _pooled_energy(wm: Any, latents: torch.Tensor, states: np.ndarray, P: np.ndarray, grid: np.ndarray,
-                   scales: Sequence[float]) -> np.ndarray:
+def _pooled_energy(wm: Any, z_before: torch.Tensor, z_after: torch.Tensor, states: np.ndarray, P: np.ndarray,
+                   grid: np.ndarray, scales: Sequence[float]) -> np.ndarray:
     """[G, K] mean over moves of energy(k Rz(θ) P_i) / energy(0), one batched rollout per move."""
     cand = np.stack([k * P @ yaw_matrix(t).T for t in grid for k in scales], axis=1)    # N, G*K, 3
     total = np.zeros(cand.shape[1])
@@ -234,8 +236,8 @@ def _pooled_energy(wm: Any, latents: torch.Tensor, states: np.ndarray, P: np.nda
         actions = torch.zeros(cand.shape[1] + 1, 1, 7, dtype=torch.float32, device=wm.device)
         actions[:-1, 0, :3] = torch.from_numpy(cand[i]).float()                            # last row: zero action
         s0 = torch.as_tensor(np.asarray(states[i], dtype=np.float64), device=wm.device)
-        z_final, _ = wm.rollout(latents[i], s0, actions)
-        e = (z_final.float() - latents[i + 1].float()).abs().mean(dim=(1, 2)).double().cpu().numpy()
+        z_final, _ = wm.rollout(z_before[i], s0, actions)
+        e = (z_final.float() - z_after[i].float()).abs().mean(dim=(1, 2)).double().cpu().numpy()
         total += e[:-1] / max(float(e[-1]), 1e-12)
     return (total / len(P)).reshape(len(grid), len(scales))
 

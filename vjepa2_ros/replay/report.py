@@ -136,6 +136,8 @@ def _markdown(result: ReplayResult, plots: list[str]) -> str:
         f" / {f(e['zero_action']['mean'])} |",
         f"| steps where the planned energy is below the recorded one | {_percent(e['planned_below_recorded'])} |",
         f"| time per planning step (s), mean / median | {f(t['plan_s']['mean'])} / {f(t['plan_s']['median'])} |",
+        f"| camera yaw vs the model's frame (deg, from {s['camera_yaw']['moves']} moves) | "
+        f"{f(s['camera_yaw']['yaw_deg'])} {s['camera_yaw'].get('reason', '')} |",
     ]
     if s.get("step_comparison"):
         lines += ["", "## Which step duration does the model predict best?", "",

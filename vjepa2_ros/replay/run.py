@@ -30,6 +30,7 @@ from vjepa2_ros.data.droid import read_droid_episode
 from vjepa2_ros.data.episode import DEFAULT_STEP_S, Episode
 from vjepa2_ros.data.video import parse_size
 from vjepa2_ros.errors import ConfigError, DataError
+from vjepa2_ros.planning.calibration import scan_yaw
 from vjepa2_ros.planning.cem import CEMConfig, energy
 from vjepa2_ros.planning.planner import Planner
 from vjepa2_ros.planning.world_model import WorldModel
@@ -155,6 +156,7 @@ def replay_episode(episode: Episode, world_model: WorldModel, cem_cfg: CEMConfig
             landscapes[t] = land
 
     summary = summarise(rows, cfg.horizon)
+    summary["camera_yaw"] = estimate_camera_yaw(world_model, latents, episode.states)
     summary |= {"source": episode.source, "episode_steps": T, "step_s": cfg.step_s,
                 "goal": "image" if goal_image is not None else f"frame +{cfg.goal_offset} steps",
                 "config": _jsonable(asdict(cfg)), "cem": _jsonable(asdict(cem_cfg)),
@@ -163,6 +165,26 @@ def replay_episode(episode: Episode, world_model: WorldModel, cem_cfg: CEMConfig
     comparison = compare_step_durations(world_model, all_rows, cfg) if cfg.compare_step_s and all_rows else []
     summary["step_comparison"] = comparison
     return ReplayResult(rows, summary, landscapes, comparison)
+
+
+def estimate_camera_yaw(world_model: WorldModel, latents: torch.Tensor, states: np.ndarray, min_move_m: float = 0.01,
+                        max_moves: int = 24) -> dict[str, Any]:
+    """The yaw between the recording's robot frame and the model's action frame, from the episode's
+    own moves (planning.calibration.scan_yaw: no motion needed), so a camera placement can be
+    checked from a bag before the arm moves. Near 0: the camera sits where the model expects."""
+    states = np.asarray(states, dtype=np.float64)
+    steps = np.linalg.norm(states[1:, :3] - states[:-1, :3], axis=1)
+    moving = np.nonzero(steps >= min_move_m)[0]
+    if len(moving) < 3:
+        return {"yaw_deg": None, "moves": int(len(moving)),
+                "reason": f"only {len(moving)} model steps move >= {100 * min_move_m:.0f} cm: too few to estimate"}
+    pick = np.unique(moving[np.linspace(0, len(moving) - 1, min(max_moves, len(moving))).round().astype(int)])
+    try:
+        scan = scan_yaw(world_model, latents[pick], latents[pick + 1], states[pick],
+                        states[pick + 1, :3] - states[pick, :3])
+    except ConfigError as e:
+        return {"yaw_deg": None, "moves": int(len(pick)), "reason": str(e)}
+    return {"yaw_deg": scan.yaw_deg, "gain": scan.scale, "moves": int(len(pick))}
 
 
 def _print_estimate(first_step_s: float, steps: int, cem_cfg: CEMConfig) -> None:
