@@ -202,11 +202,11 @@ def plot(path: Path, result: CalibrationResult) -> None:
     import matplotlib.pyplot as plt
     P, Q = 100 * result.measured_m, 100 * result.inferred_m
     R = np.reshape(result.action_frame, (3, 3))
-    back = Q @ R / max(result.fit.scale, 1e-6)           # inferred, mapped into the robot frame, gain removed
+    back = Q @ R                                         # inferred, mapped back into the robot frame (Rᵀ q)
     chosen = math.degrees(math.atan2(R[1, 0], R[0, 0]))
     fig, axes = plt.subplots(1, 3, figsize=(15, 5))
     for ax, other, title in ((axes[0], Q, "before: inferred (model frame)"),
-                             (axes[1], back, f"after: Rᵀ inferred / gain ({chosen:+.1f}° yaw)")):
+                             (axes[1], back, f"after: Rᵀ inferred ({chosen:+.1f}° yaw)")):
         for p, q in zip(P, other):
             ax.annotate("", xy=p[:2], xytext=(0, 0), arrowprops=dict(arrowstyle="->", color="tab:blue"))
             ax.annotate("", xy=q[:2], xytext=(0, 0), arrowprops=dict(arrowstyle="->", color="tab:orange"))
