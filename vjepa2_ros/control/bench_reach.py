@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from vjepa2_ros.control.config import MODES, StackConfig, load_config
 from vjepa2_ros.control.goal_view import goal_view
-from vjepa2_ros.control.stack import build_backend, build_loop, build_planner, build_world_model, sim_camera_px
+from vjepa2_ros.control.stack import build_backend, build_loop, build_planner, sim_camera_px
 from vjepa2_ros.control.state import LoopState
 from vjepa2_ros.errors import ConfigError, PlanningError, SafetyError
 from vjepa2_ros.planning.pose import integrate_actions
@@ -351,14 +351,15 @@ def run_bench(cfg: StackConfig, goals: int = 20, seed: int = 0, max_plans: int =
     camera_px = camera_px or sim_camera_px(cfg.model)
     backend = build_backend(cfg, camera_width=camera_px, camera_height=camera_px, real_time=real_time)
     backend.connect()
+    planner = None
     try:
         frame = cfg.control.ee_frame
         tasks = sample_reach_tasks(backend.envelope, frame, goals, seed)
-        if oracle:
+        if oracle:                                     # reads the sim: planned in this process
             world_model = OracleWorldModel(lambda: backend.kinematics.fk(backend.read_state().q, frame)[:3, 3])
-        else:
-            world_model = build_world_model(cfg.model)
-        planner = build_planner(cfg, world_model, seed=seed)
+            planner = build_planner(cfg, world_model, seed=seed)
+        else:                                          # in its own process (control.planner_process)
+            planner = build_planner(cfg, seed=seed)
         out: dict[str, Any] = {"tasks": [{"index": t.index, "p_start_m": t.p_start_m.tolist(),
                                           "p_goal_m": t.p_goal_m.tolist(), "q_start": t.q_start.tolist(),
                                           "q_goal": t.q_goal.tolist()} for t in tasks], "modes": {}}
@@ -375,6 +376,8 @@ def run_bench(cfg: StackConfig, goals: int = 20, seed: int = 0, max_plans: int =
         return out
     finally:
         backend.disconnect()
+        if planner is not None and not oracle:      # the oracle's planner holds no model
+            planner.close()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from vjepa2_ros.control.config import ModelConfig, StackConfig, load_config
 from vjepa2_ros.control.goal_view import goal_view
-from vjepa2_ros.control.stack import build_backend, build_loop, build_planner, build_world_model, sim_camera_px
+from vjepa2_ros.control.stack import build_backend, build_loop, build_planner, sim_camera_px
 from vjepa2_ros.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -100,7 +100,7 @@ def run_demo(cfg: StackConfig, out: Path, seconds: float = 8.0, goal_offset_m=(0
     if record:
         cfg = dataclasses.replace(cfg, control=dataclasses.replace(cfg.control, record_dir=str(out / "recording")))
     t_wall = time.monotonic()
-    planner = build_planner(cfg, build_world_model(cfg.model), seed=seed)
+    planner = build_planner(cfg, seed=seed)               # in its own process (control.planner_process)
     px = sim_camera_px(cfg.model)                          # what the model takes in (64 px for the sim model)
     backend = build_backend(cfg, camera_width=px, camera_height=px)
     backend.connect()
@@ -149,6 +149,7 @@ def run_demo(cfg: StackConfig, out: Path, seconds: float = 8.0, goal_offset_m=(0
         return result
     finally:
         backend.disconnect()
+        planner.close()
 
 
 def _video_frame(view: np.ndarray, goal: np.ndarray, t_s: float, dist_m: float, state: str) -> np.ndarray:

@@ -78,9 +78,13 @@ def _garble(result: Any, seq: int, kind: str) -> tuple[Any, int]:
 def serve(conn: Connection, cfg: StackConfig, seed: int) -> None:
     """The child's main: build the planner, then answer requests until "close" or EOF."""
     ctl = cfg.control
+    try:                              # never real time, whatever the parent's policy (franky's thread runs FIFO 99)
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError):
+        pass
     if ctl.planner_nice:
         try:
-            os.nice(ctl.planner_nice)                                   # this process and all its threads
+            os.nice(ctl.planner_nice)                                   # before torch starts its threads: all inherit it
         except OSError:
             pass
     import torch
