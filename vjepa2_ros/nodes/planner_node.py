@@ -541,6 +541,12 @@ class PlannerNode(Node):
             from vjepa2_ros.control.state import LoopState
             now = self._loop_clock()
             values.update({k: str(v) for k, v in loop.status().items()})
+            events = loop.sm.events
+            if events:                                       # when the loop entered its state (loop clock, s)
+                values["state_since_s"] = f"{events[-1].stamp_s:.6f}"
+            pid = getattr(self._planner, "info", {}).get("pid")
+            if pid is not None:                              # the planner process (control.planner_process)
+                values["planner_pid"] = str(pid)
             values.update(runtime=self._describe(), model_check=self._model_check,
                           command_interface=self._interface, gripper=self._gripper_interface)
             frame = self._camera.read_latest() if self._camera is not None else None

@@ -7,6 +7,8 @@ Outputs: joint_states (sensor_msgs/JointState: panda_joint1..7 + the two finger 
 and velocities, at joint_state_rate_hz, stamped with the simulated instant), camera/image
 (sensor_msgs/Image rgb8 at camera_rate_hz, stamped with the capture instant), /diagnostics
 (commands received: rate and periods, rejected commands).
+Services: ~/publish_camera and ~/publish_joint_states (std_srvs/SetBool): false pauses that output,
+as a driver that went silent would (fault injection for `vjepa2-ros soak`); true resumes it.
 Inputs: joint_trajectory_controller/joint_trajectory (trajectory_msgs/JointTrajectory, interpolated
 in time like a JointTrajectoryController), forward_position_controller/commands
 (std_msgs/Float64MultiArray, a forward position controller), gripper_command (std_msgs/Float64
@@ -36,6 +38,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray
+from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from vjepa2_ros.errors import Vjepa2RosError
@@ -74,6 +77,7 @@ class SimStationNode(Node):
         p = {name: self.get_parameter(name).value for name, _, _ in PARAMETERS}
         self._stats_file = p["stats_file"]
         self._rejected: dict[str, tuple[float, str]] = {}
+        self._publishing = {"camera": True, "joint_states": True}     # ~/publish_*: false = a silent driver
         self.station = _make_station(p["config_file"], int(p["camera_size_px"]), self._now_s)
         self._joint_names = list(self.station.spec.joint_names) + [f"{self.station.spec.name}_finger_joint{i}"
                                                                    for i in (1, 2)]
@@ -90,6 +94,9 @@ class SimStationNode(Node):
                                  callback_group=self._command_group)
         self.create_subscription(Float64, GRIPPER_TOPIC, self._on_gripper, COMMAND_QOS,
                                  callback_group=self._command_group)
+        self.create_service(SetBool, "~/publish_camera", self._switch("camera"), callback_group=self._command_group)
+        self.create_service(SetBool, "~/publish_joint_states", self._switch("joint_states"),
+                            callback_group=self._command_group)
         self.station.start()
         self.create_timer(1.0 / float(p["joint_state_rate_hz"]), self._publish_joint_state,
                           callback_group=self._state_group)
@@ -108,8 +115,20 @@ class SimStationNode(Node):
         ns = int(round(t_s * 1e9))
         msg.header.stamp.sec, msg.header.stamp.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
 
+    def _switch(self, output: str):
+        """A SetBool service callback: publish `output` (true) or stop publishing it (false)."""
+        def switch(request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+            self._publishing[output] = bool(request.data)
+            response.success = True
+            response.message = f"{output} {'publishing' if request.data else 'paused'}"
+            self.get_logger().info(response.message)
+            return response
+        return switch
+
     # --- outputs --------------------------------------------------------------------------------------
     def _publish_joint_state(self) -> None:
+        if not self._publishing["joint_states"]:
+            return
         s = self.station.state()
         msg = JointState(name=self._joint_names, position=[*s.q.tolist(), *s.fingers_m.tolist()],
                          velocity=[*s.dq.tolist(), *s.finger_speeds.tolist()])
@@ -117,6 +136,8 @@ class SimStationNode(Node):
         self._joint_pub.publish(msg)
 
     def _publish_image(self) -> None:
+        if not self._publishing["camera"]:
+            return
         stamp_s, rgb = self.station.render()
         h, w, _ = rgb.shape
         msg = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3, data=array.array("B", rgb.tobytes()))
