@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench train": ("vjepa2_ros.training.bench", "training steps/s, online encoding vs cached latents"),
     "bench sim-reach": ("vjepa2_ros.control.bench_reach", "closed-loop reach success on the simulated arm"),
     "bench ros": ("vjepa2_ros.nodes.bench_ros", "sim_station + planner_node over DDS: command stream, ages, reach"),
+    "soak": ("vjepa2_ros.nodes.soak", "closed loop over DDS with a fault every ~30 s: holds, recoveries, RSS"),
 }
 
 
