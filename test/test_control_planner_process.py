@@ -139,7 +139,7 @@ def test_killed_planner_holds_on_the_next_tick_and_resume_restarts_it(rig):
     n = len(rig.commands)
     rig.loop.step()                                       # the next tick sees it, no plan needed
     assert rig.commands[n][2] is LoopState.FAULT
-    assert rig.loop.reason == "planner process died (killed by signal 9 (SIGKILL))"
+    assert rig.loop.reason == "planner process died (killed by signal 9 (SIGKILL))", rig.loop.reason
     with pytest.raises(PlanningError, match="planner process died"):
         rig.planner.plan(rig.goal, make_example_state())
     rig.loop.run_steps(10)
@@ -180,10 +180,10 @@ def test_real_time_kill_and_hang_hold_within_one_period_while_commands_stream(no
         wait_for(lambda: r.loop.plan_count >= 2)
         r.planner.kill()                                  # returns once the child is gone
         t_kill = time.monotonic()
-        wait_for(lambda: r.loop.state is LoopState.FAULT)
+        wait_for(lambda: r.loop.state is LoopState.FAULT and list(r.commands)[-1][0] > t_kill)
         first_after = next(c for c in list(r.commands) if c[0] > t_kill)
         assert first_after[2] is LoopState.FAULT           # the first tick after the death holds
-        assert "planner process died (killed by signal 9" in r.loop.reason
+        assert "planner process died" in r.loop.reason          # (its exit status may not be out yet)
 
         r.loop.resume()
         wait_for(lambda: r.loop.plan_count >= 4 and r.loop.state is LoopState.ACTIVE)

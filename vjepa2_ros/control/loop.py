@@ -453,10 +453,15 @@ class ControlLoop:
             except (OSError, AttributeError) as e:
                 log.warning("planner thread keeps its priority: nice %d refused (%s)", self.ctl.planner_nice, e)
         while self._running.is_set():
-            if self.plan_due(self.clock()):
-                self._plan_once()
-            else:
-                time.sleep(self.period_s / 2)
+            try:
+                if self.plan_due(self.clock()):
+                    self._plan_once()
+                    continue
+            except Exception as e:                                # e.g. the backend's clock, disconnected
+                if not self._running.is_set():                    # a plan that outlived stop(): dropped
+                    return
+                log.error("planner thread: %s: %s", type(e).__name__, e)
+            time.sleep(self.period_s / 2)
 
     def close(self) -> None:
         """Stop the threads (if started) and finish the recording; the backend stays connected."""

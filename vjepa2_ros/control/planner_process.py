@@ -157,15 +157,20 @@ class _Child:
     reap_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def exitcode(self, timeout_s: float = 0.0) -> int | None:
-        """The child's exit code once it has ended (waiting up to timeout_s), else None. Only
-        this reads the exit status (the forkserver sends it through a pipe that one reader drains),
-        and it never raises: the command tick calls it while another thread may restart the child."""
+        """The child's exit code once it has ended (waiting up to timeout_s), else None. The
+        forkserver sends the status through the sentinel pipe, which one reader drains: reads go
+        through reap_lock, and the status is kept once read. Never raises: the command tick calls
+        it while another thread may restart the child."""
         proc = self.proc
         try:
-            if proc is None or not wait([proc.sentinel], timeout_s):
+            if proc is None:
                 return None
             with self.reap_lock:
-                return proc.exitcode
+                code = proc.exitcode                   # reads the status if it is there, without waiting
+            if code is None and timeout_s > 0 and wait([proc.sentinel], timeout_s):
+                with self.reap_lock:
+                    code = proc.exitcode
+            return code
         except (ValueError, OSError):                  # closed meanwhile
             return None
 
@@ -176,7 +181,7 @@ class _Child:
                 os.kill(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self.exitcode(timeout_s=5.0)
+            self.exitcode(timeout_s=30.0)             # the forkserver reaps it and reports the status
 
     def close(self) -> None:
         """Ask the child to stop, kill it if it does not; free the pipe, the slot, the process handle."""
@@ -263,14 +268,14 @@ class PlannerProcess:
         ctx = _context()
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=serve, args=(child, self.cfg, self.seed), name="vjepa2-planner", daemon=True)
-        proc.start()
-        child.close()                                    # so the child's death is EOF here
-        c = self._child
-        c.proc, c.conn = proc, parent
-        self.starts += 1
         timeout = self.cfg.control.planner_start_timeout_s
-        self._deadline = time.monotonic() + timeout
+        self._deadline = time.monotonic() + timeout      # "ready" is due
         try:
+            proc.start()
+            child.close()                                # so the child's death is EOF here
+            c = self._child
+            c.proc, c.conn = proc, parent
+            self.starts += 1
             status, _, payload = self._reply(timeout, "start (load the model)")
         finally:
             self._deadline = None
@@ -310,15 +315,14 @@ class PlannerProcess:
         self._seq += 1
         seq = self._seq
         try:
-            with self._send_lock:
+            with self._send_lock:                        # a reply is due from here on (see _pipe_closed)
+                self._deadline = time.monotonic() + self.plan_timeout_s
                 self._child.conn.send((op, seq, args))
-        except OSError:
+            status, got, payload = self._reply(self.plan_timeout_s, what)
+        except OSError:                                  # the send found the pipe closed
             reason = self._died()
             self._kill(reason)
             raise PlanningError(reason) from None
-        self._deadline = time.monotonic() + self.plan_timeout_s
-        try:
-            status, got, payload = self._reply(self.plan_timeout_s, what)
         finally:
             self._deadline = None
         if got != seq:
@@ -336,12 +340,26 @@ class PlannerProcess:
             return None
         if self._broken is not None:
             return self._broken
-        if self._child.exitcode() is not None:
-            return self._died()
+        code = self._child.exitcode()
+        if code is not None or self._pipe_closed():     # the pipe closes at death, before the exit status is out
+            return f"planner process died ({describe_exit(code)})"
         deadline = self._deadline
         if deadline is not None and time.monotonic() > deadline:
             return f"planner process hung: no reply within plan_timeout_s {self.plan_timeout_s:.3g} s"
         return None
+
+    def _pipe_closed(self) -> bool:
+        """The pipe is readable while no reply is due: the child's end closed (it died). Never
+        waits: while a request is being sent, it says False."""
+        if not self._send_lock.acquire(blocking=False):
+            return False
+        try:
+            conn = self._child.conn
+            return self._deadline is None and conn is not None and conn.poll(0)
+        except OSError:                                  # closed meanwhile (a restart)
+            return False
+        finally:
+            self._send_lock.release()
 
     def recover(self) -> None:
         """Restart the child if it died, hung or lied, and re-send the goals from the current
@@ -361,9 +379,11 @@ class PlannerProcess:
                 self._goal_offset = offset
 
     def close(self) -> None:
-        """Stop the child and free the shared memory (also done when this object is collected)."""
+        """Stop the child and free the shared memory (also done when this object is collected). A
+        request in flight (a plan that outlived ControlLoop.stop()) ends at once: the child is killed."""
+        self._closed = True
+        self._child.kill()
         with self._lock:
-            self._closed = True
             self._finalizer()
 
     def __enter__(self) -> "PlannerProcess":
