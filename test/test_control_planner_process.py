@@ -106,14 +106,19 @@ def test_process_plans_like_the_inline_planner_goals_encoded_in_the_child(no_lea
             np.testing.assert_array_equal(a.plan, b.plan)
             assert a.energy == b.energy and remote.goal_index == inline.goal_index == (k >= 2)
             assert b.diagnostics["process"]["seq"] >= 1
-        np.testing.assert_array_equal(remote.encode(goals[0]), inline.world_model.encode(goals[0]).numpy())
+        # what the ROS node asks of planner.world_model: encode a check frame (in the child)
+        np.testing.assert_array_equal(remote.world_model.encode(goals[0]).numpy(),
+                                      inline.world_model.encode(goals[0]).numpy())
         with pytest.raises(PlanningError, match="goal latent must be"):     # the child's error, the child lives on
             remote.set_goal_latent(np.zeros((3, 3), np.float32))
         assert remote.problem() is None and remote.has_goal and remote.goal_index == 1
         remote.clear_goal()
         with pytest.raises(PlanningError, match="no goal set"):
             remote.plan(goals[0], make_example_state())
-    assert remote.problem() is None and remote._child.proc is None
+        remote.world_model.runtime.release()               # the node's cleanup: the child is gone
+        assert remote.problem() is None and remote._child.proc is None
+        with pytest.raises(PlanningError, match="closed"):
+            remote.plan(goals[0], make_example_state())
 
 
 def test_the_loop_with_the_process_commands_what_it_commands_inline(no_leaks):

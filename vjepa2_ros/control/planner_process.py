@@ -306,12 +306,15 @@ class PlannerProcess:
             self._kill(reason)
             raise PlanningError(reason) from None
 
-    def _request(self, op: str, args: Any, what: str) -> Any:
-        """Send one request and wait for its reply (caller holds self._lock)."""
+    def _require_running(self) -> None:
         if self._closed:
             raise PlanningError("the planner process was closed")
         if self._broken is not None:
             raise PlanningError(f"{self._broken}; resume() restarts it")
+
+    def _request(self, op: str, args: Any, what: str) -> Any:
+        """Send one request and wait for its reply (caller holds self._lock)."""
+        self._require_running()
         self._seq += 1
         seq = self._seq
         try:
@@ -464,6 +467,7 @@ class PlannerProcess:
         state = np.asarray(state, dtype=np.float64)
         t0 = time.monotonic()
         with self._lock:
+            self._require_running()
             slot = self._slot(frame.nbytes)
             view = np.ndarray(frame.shape, np.uint8, buffer=slot.buf)
             view[...] = frame
