@@ -81,7 +81,8 @@ def launch(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(REPO / "launch" / name)]
                                 + [f"{k}:={v}" for k, v in arguments.items()],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path),
-                                start_new_session=True)          # its own process group, as in a terminal
+                                start_new_session=True,          # its own process group, as in a terminal
+                                preexec_fn=rs.normal_priority)
         out.close()
         started.append(proc)
         return proc, log

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -59,6 +58,7 @@ def _cpu() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    import platform
     return platform.processor() or "unknown CPU"
 
 

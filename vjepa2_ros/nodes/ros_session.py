@@ -62,6 +62,17 @@ def ros_env(domain_id: int) -> dict[str, str]:
     return env
 
 
+def normal_priority() -> None:
+    """Run this thread (and what it starts) at normal priority, whatever its parent's: a process
+    that drove a real-time arm (franky sets its calling thread to SCHED_FIFO 99) would otherwise
+    hand that to the station and the planner, whose busy threads then starve a 2-core machine."""
+    if hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
+
+
 def console_script(name: str) -> str:
     """The installed console script (beside this Python, as pip installs it; or on PATH)."""
     beside = Path(sys.executable).parent / name
@@ -131,7 +142,8 @@ def start(name: str, parameters: dict[str, Any], remaps: dict[str, str], env: di
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}-{time.strftime('%H%M%S')}-{len(list(log_dir.iterdir()))}.log"
     out = open(log, "w")
-    popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
+    popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
+                             preexec_fn=normal_priority)
     out.close()
     return Process(name, popen, log)
 
@@ -261,8 +273,12 @@ class RosSession:
         self.monitor = Monitor(self.context)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.executor.add_node(self.monitor)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _spin(self) -> None:
+        normal_priority()                           # the executor's worker threads inherit it
+        self.executor.spin()
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=5.0)
