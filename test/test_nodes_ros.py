@@ -282,3 +282,42 @@ def test_gripper_action_uses_the_gripper_command_client_with_control_msgs(setup)
     assert node.trigger_configure() == SUCCESS
     assert node._gripper_interface == "action" and node._gripper_client is not None
     node.trigger_cleanup()
+
+
+
+def _console(name: str, *args: str, cwd: Path, domain_id: int):
+    import subprocess
+    from vjepa2_ros.nodes import ros_session as rs
+    return subprocess.Popen([rs.console_script(name), "--ros-args", *args], env=rs.ros_env(domain_id), cwd=str(cwd),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=rs.normal_priority)
+
+
+def test_console_script_exits_1_with_the_reason_for_a_bad_config_file(tmp_path: Path):
+    proc = _console("planner_node", "-p", f"config_file:={tmp_path / 'missing.yaml'}", cwd=tmp_path, domain_id=0)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "missing.yaml" in out, out
+
+
+def test_console_script_exits_0_on_sigterm(tmp_path: Path):
+    import signal
+    from vjepa2_ros.nodes import ros_session as rs
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG)
+    domain = rs.private_domain_id()
+    session = rs.RosSession(domain)
+    proc = _console("planner_node", "-p", f"config_file:={config}", cwd=tmp_path, domain_id=domain)
+    try:
+        def up() -> bool:
+            try:
+                return session.monitor.lifecycle_state() == "unconfigured"
+            except TimeoutError:
+                return False
+        assert wait_for(up, 120), "planner_node did not come up"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        session.close()
+    assert proc.returncode == 0 and "SIGTERM: braking, holding, shutting down" in out, out
