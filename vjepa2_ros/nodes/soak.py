@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool
 
@@ -233,20 +235,39 @@ def loop_values(m: rs.Monitor) -> dict[str, str]:
 
 
 def goal_distance(m: rs.Monitor, goal_xyz: np.ndarray) -> float:
-    """Flange to goal (m) at the newest target the station received (the arm tracks it), or at the
-    newest joint state before the first command."""
+    """Flange to goal (m) at the newest target the station received (the arm tracks it); inf before
+    the first command."""
     cmd = m.latest("commands")
-    q = cmd.points[0].positions if cmd is not None and cmd.points else m.latest("joint_states").position[:7]
-    return float(np.linalg.norm(rs.flange_position(np.asarray(q)) - goal_xyz))
+    if cmd is None or not cmd.points:
+        return float("inf")
+    return float(np.linalg.norm(rs.flange_position(np.asarray(cmd.points[0].positions)) - goal_xyz))
 
 
-def quieten(m: rs.Monitor) -> None:
-    """Unsubscribe the monitor from the 200 Hz joint states and the 100 Hz joint targets (the soak
-    reads the commands): in Python they cost a third of a core, on a 2-core machine shared with
-    the processes under test."""
-    for sub in list(m.subscriptions):
-        if sub.topic_name in (rs.STATION_TOPICS["joint_states"], f"{rs.PLANNER}/joint_targets"):
-            m.destroy_subscription(sub)
+class SoakMonitor(rs.Monitor):
+    """The Monitor without the 200 Hz joint states and 100 Hz joint targets subscriptions (the soak
+    reads the commands the station receives): in Python they cost a third of a core, on a 2-core
+    machine shared with the processes under test. Its joint-state publisher stays."""
+
+    UNWATCHED = (rs.STATION_TOPICS["joint_states"], f"{rs.PLANNER}/joint_targets")
+
+    def create_subscription(self, msg_type: Any, topic: str, *args: Any, **kwargs: Any) -> Any:
+        if topic in self.UNWATCHED:
+            return None
+        return super().create_subscription(msg_type, topic, *args, **kwargs)
+
+
+class SoakSession(rs.RosSession):
+    """RosSession with the SoakMonitor (rclpy in its own context, spinning in a background thread)."""
+
+    def __init__(self, domain_id: int) -> None:
+        os.environ.update(rs.ros_env(domain_id))
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.monitor = SoakMonitor(self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.monitor)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
 
 
 # --- the soak ----------------------------------------------------------------------------------------
@@ -336,7 +357,7 @@ class Soak:
     def start(self) -> None:
         cfg = self.cfg
         cfg.out.mkdir(parents=True, exist_ok=True)
-        self.session = rs.RosSession(self.domain)
+        self.session = SoakSession(self.domain)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C ends the soak with its report
         self.station = rs.start_station(self.env, cfg.out)
@@ -346,14 +367,15 @@ class Soak:
                                     "planner_node": lambda: self.node.popen.pid,
                                     "planner_process": self.planner_pid}, cfg.sample_every_s, self.t0)
         self.sampler.start()
-        if not self.wait(lambda: len(self.m.since("joint_states", 0)) > 10, 60):
-            raise RuntimeError(f"no joint states from sim_station:\n{self.station.output()[-2000:]}")
+        client = self.m.create_client(SetBool, f"{STATION}/publish_joint_states")
+        if not self.wait(lambda: client.wait_for_service(timeout_sec=0.5), 60):
+            raise RuntimeError(f"sim_station did not come up:\n{self.station.output()[-2000:]}")
+        self._clients[f"{STATION}/publish_joint_states"] = client
         if not (self.m.change_state("configure", 300) and self.m.change_state("activate")):
             raise RuntimeError(f"the planner did not configure / activate:\n{self.node.output()[-3000:]}")
-        quieten(self.m)
         t = time.monotonic()
         self.publish_goal(0)
-        if not self.wait_active(lambda: moving_since(self.m, t), cfg.step_timeout_s + 60, time.time(), 0.2):
+        if not self.wait_active(lambda: moving_since(self.m, t), cfg.step_timeout_s + 60, 0.0, 0.2):
             raise RuntimeError(f"the arm did not start moving: {self.m.loop_state()[1]}\n{self.node.output()[-3000:]}")
         self.log(f"closed loop running (planner process {self.planner_pid()}); "
                  f"{100 * self.distance():.1f} cm to the goal")
@@ -380,7 +402,7 @@ class Soak:
         """If the loop left 'active' on its own since after_wall (nobody injected anything: a
         stale-state fault on a starved machine, say), record it and ask ~/enable true; True if so."""
         values = loop_values(self.m)
-        if values.get("state") in ("active", None) or self.since_s() < after_wall:
+        if values.get("state") not in ("fault", "holding") or self.since_s() < after_wall:
             return False
         self.spurious.append({"at_s": self.elapsed(), "state": values.get("state"), "reason": values.get("reason")})
         self.log(f"spurious {values.get('state')}: {values.get('reason')}; ~/enable true")
