@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vjepa2_ros.control.calibrate import camera_yaw_overrides
 from vjepa2_ros.control.config import MODES, StackConfig, load_config
 from vjepa2_ros.control.goal_view import goal_view
 from vjepa2_ros.control.stack import build_backend, build_loop, build_planner, sim_camera_px
@@ -80,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "arm moves (default: stepped simulated time, planning takes none)")
     parser.add_argument("--camera-px", type=int, default=None,
                         help="sim camera size (default: the model's input size, as `sim record` renders)")
+    parser.add_argument("--camera-yaw-deg", type=float, default=None,
+                        help="turn the sim camera by this angle about the vertical axis through its target (to test "
+                             "a moved camera, with or without a `vjepa2-ros calibrate` action frame in --config)")
     parser.add_argument("--json", type=Path, default=None, help="also write every task's numbers here")
 
 
@@ -339,7 +343,8 @@ def bench_config(path: Path, hold_rule: bool = False, samples: int | None = None
 
 def run_bench(cfg: StackConfig, goals: int = 20, seed: int = 0, max_plans: int = 30,
               modes: tuple[str, ...] = MODES, success_m: float = 0.05, oracle: bool = False,
-              camera_px: int | None = None, real_time: bool = False, progress: bool = True) -> dict[str, Any]:
+              camera_px: int | None = None, real_time: bool = False, progress: bool = True,
+              camera_yaw_deg: float | None = None) -> dict[str, Any]:
     """The same held-out tasks in each mode -> {"tasks", "modes": {mode: {"episodes", "summary"}}}."""
     if max_plans < 1:
         raise ConfigError(f"max_plans must be >= 1, got {max_plans}")
@@ -349,7 +354,8 @@ def run_bench(cfg: StackConfig, goals: int = 20, seed: int = 0, max_plans: int =
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
     camera_px = camera_px or sim_camera_px(cfg.model)
-    backend = build_backend(cfg, camera_width=camera_px, camera_height=camera_px, real_time=real_time)
+    turned = {} if camera_yaw_deg is None else camera_yaw_overrides(camera_yaw_deg)
+    backend = build_backend(cfg, camera_width=camera_px, camera_height=camera_px, real_time=real_time, **turned)
     backend.connect()
     planner = None
     try:
@@ -390,9 +396,11 @@ def main(args: argparse.Namespace) -> int:
     print(f"sim-reach: {args.goals} held-out goals (seeds [{REACH_SEED_OFFSET + args.seed}, i]), model {model}; "
           f"CEM {p.samples} samples x {p.iterations} iterations, horizon {p.horizon}; hold rule "
           f"{'on' if cfg.control.hold_rule else 'off'}; {torch.get_num_threads()} torch threads; "
-          f"{'real time' if args.real_time else 'stepped simulated time (planning takes none)'}")
+          f"{'real time' if args.real_time else 'stepped simulated time (planning takes none)'}"
+          f"{'' if args.camera_yaw_deg is None else f'; camera turned {args.camera_yaw_deg:+.0f} deg'}"
+          f"{'; planning in a calibrated action frame' if p.action_frame is not None else ''}")
     result = run_bench(cfg, args.goals, args.seed, args.max_plans, tuple(args.modes), args.success_m, args.oracle,
-                       args.camera_px, args.real_time)
+                       args.camera_px, args.real_time, camera_yaw_deg=args.camera_yaw_deg)
     for mode, r in result["modes"].items():
         print(format_table(mode, [EpisodeResult(**e) for e in r["episodes"]]))
     for mode, r in result["modes"].items():
