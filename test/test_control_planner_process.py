@@ -8,11 +8,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from multiprocessing.shared_memory import SharedMemory
+
+from vjepa2_ros.control import planner_process
 from vjepa2_ros.control.config import load_config
 from vjepa2_ros.control.loop import ControlLoop
 from vjepa2_ros.control.planner_process import PlannerProcess
@@ -31,16 +35,22 @@ CFG = load_config({
 GOAL_OFFSET_Q = np.array([0.3, 0.2, 0.0, 0.2, 0.0, -0.1, 0.0])
 
 
-def shm_segments() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("psm_*")}
-
-
 @pytest.fixture
-def no_leaks():
-    """Every child this test started is gone and every shared-memory slot it made is unlinked."""
-    before = shm_segments()
-    yield
-    assert shm_segments() <= before, "a shared-memory slot was left behind"
+def no_leaks(monkeypatch):
+    """Every shared-memory slot the planners of this test made is unlinked at the end (other
+    processes on the machine may hold slots of their own)."""
+    made: list[str] = []
+
+    class Recorded(SharedMemory):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if kwargs.get("create"):
+                made.append(self.name)
+
+    monkeypatch.setattr(planner_process, "SharedMemory", Recorded)
+    yield made
+    assert made, "no slot was made: the test did not plan through the process"
+    assert not [n for n in made if (Path("/dev/shm") / n).exists()], "a shared-memory slot was left behind"
 
 
 class Rig:
@@ -95,7 +105,7 @@ def resume_and_plan(rig: Rig) -> None:
 def test_process_plans_like_the_inline_planner_goals_encoded_in_the_child(no_leaks):
     inline = build_inline_planner(CFG, seed=5)
     with PlannerProcess(CFG, seed=5) as remote:
-        assert remote.info["pid"] != os.getpid() and remote.info["torch_threads"] == 1
+        assert remote.info["pid"] != os.getpid() and remote.info["torch_threads"] == 1     # control.planner_threads
         goals = [make_example_frame(seed=1), make_example_frame(seed=2)]
         for p in (inline, remote):
             p.set_goals(goals, advance_after_steps=2)
@@ -171,7 +181,13 @@ def test_garbage_from_the_planner_process_holds(rig, kind, reason):
 
 
 def test_real_time_kill_and_hang_hold_within_one_period_while_commands_stream(no_leaks):
-    r = Rig(real_time=True, plan_timeout_s=0.5, plan_period_s=0.0)     # the planner flat out
+    r = Rig(real_time=True, plan_timeout_s=0.5, plan_period_s=0.0, planner_nice=5)     # the planner flat out
+
+    def child_nice() -> set[int]:
+        pid = r.planner.info["pid"]
+        return {os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+    assert child_nice() == {0}                            # stepped runs plan at full speed
     try:
         r.loop.set_goal_from_camera()
         r.loop.start()
@@ -183,6 +199,7 @@ def test_real_time_kill_and_hang_hold_within_one_period_while_commands_stream(no
             assert cond(), r.loop.reason
 
         wait_for(lambda: r.loop.plan_count >= 2)
+        assert child_nice() == {5}                        # in real time every planner thread yields to commands
         r.planner.kill()                                  # returns once the child is gone
         t_kill = time.monotonic()
         wait_for(lambda: r.loop.state is LoopState.FAULT and list(r.commands)[-1][0] > t_kill)
@@ -203,6 +220,6 @@ def test_real_time_kill_and_hang_hold_within_one_period_while_commands_stream(no
 
         r.loop.resume()                                    # the hung child was killed; a fresh one plans
         wait_for(lambda: r.loop.plan_count >= plans + 3 and r.loop.state is LoopState.ACTIVE)
-        assert r.planner.starts == 3
+        assert r.planner.starts == 3 and child_nice() == {5}
     finally:
         r.close()

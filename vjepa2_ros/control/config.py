@@ -107,14 +107,16 @@ class ControlConfig:
     settle_velocity_rad_s: float = 0.05    # blocking mode: plan only once every joint is slower than this
     record_dir: str | None = None          # write what the loop saw and decided here (None: no recording)
     command_priority: int | None = None    # SCHED_FIFO priority 1..99 of the command thread (needs rtprio); None: normal
-    planner_nice: int = 10                 # nice increment of the planner (process or thread, 0..19): commands go first
+    planner_nice: int = 10                 # nice of the planner (thread or process, 0..19) in real time: commands go first
     gil_switch_interval_s: float | None = 0.001  # CPython GIL hand-over interval while the loop runs (default 0.005):
                                                  # the longest the command thread waits for the planner's Python code
     planner_process: bool = True           # plan in a child process that owns torch and the GPU (PlannerProcess);
                                            # false: in a thread of this process (tests, debugging)
     plan_timeout_s: float = 30.0           # planner process: a plan or goal not back within this is a hung planner: fault
     planner_start_timeout_s: float = 300.0  # planner process: starting it (loading the model) may take this long
-    planner_threads: int | None = None     # torch threads of the planner process; None: torch's default (one per core)
+    planner_threads: int | None = None     # torch threads of the planner process; None: torch's default (one per
+                                           # core), at most the CPUs but one: on 2 busy cores 2 threads collapse
+                                           # (sim model: 133 s a plan vs 10 s with 1 thread at load ~16)
 
     def __post_init__(self) -> None:
         _positive("rate_hz", self.rate_hz)

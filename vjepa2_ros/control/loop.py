@@ -447,11 +447,14 @@ class ControlLoop:
             time.sleep(max(delay, 0.0))
 
     def _planner_thread(self) -> None:
-        if self.ctl.planner_nice:                                 # this thread (and the torch threads it starts)
-            try:
+        if self.ctl.planner_nice:                                 # in real time only: the command stream goes first
+            try:                                                  # this thread (and the torch threads it starts),
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.ctl.planner_nice)
+                renice = getattr(self.planner, "renice", None)    # or the planner process, all its threads
+                if renice is not None:
+                    renice(self.ctl.planner_nice)
             except (OSError, AttributeError) as e:
-                log.warning("planner thread keeps its priority: nice %d refused (%s)", self.ctl.planner_nice, e)
+                log.warning("planner keeps its priority: nice %d refused (%s)", self.ctl.planner_nice, e)
         while self._running.is_set():
             try:
                 if self.plan_due(self.clock()):

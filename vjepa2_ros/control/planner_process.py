@@ -21,8 +21,10 @@ period even when no plan is in flight):
 current sub-goal on. `kill()`, `hang(s)` and `send_garbage(kind)` inject these faults (soak).
 
 The child is forked from a forkserver that has imported torch once, so a restart costs the
-model load, not the interpreter start. Its torch threads are control.planner_threads and its
-nice level control.planner_nice: it never competes with the command thread on equal terms.
+model load, not the interpreter start. Its torch threads are control.planner_threads; it never
+runs real time, and `renice(n)` (ControlLoop.start's planner thread, control.planner_nice) lowers
+the priority of all its threads, and of every child started after, so that in real time it
+never competes with the command stream on equal terms (stepped runs plan at full speed).
 """
 
 from __future__ import annotations
@@ -75,21 +77,18 @@ def _garble(result: Any, seq: int, kind: str) -> tuple[Any, int]:
     return result, seq
 
 
-def serve(conn: Connection, cfg: StackConfig, seed: int) -> None:
+def serve(conn: Connection, cfg: StackConfig, seed: int, nice: int) -> None:
     """The child's main: build the planner, then answer requests until "close" or EOF."""
-    ctl = cfg.control
     try:                              # never real time, whatever the parent's policy (franky's thread runs FIFO 99)
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, 0, nice)                        # before torch starts its threads: all inherit it
     except (OSError, AttributeError):
         pass
-    if ctl.planner_nice:
-        try:
-            os.nice(ctl.planner_nice)                                   # before torch starts its threads: all inherit it
-        except OSError:
-            pass
     import torch
-    if ctl.planner_threads is not None:
-        torch.set_num_threads(ctl.planner_threads)
+    threads = cfg.control.planner_threads
+    if threads is None:                                                 # a core is left to the control process
+        threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1))
+    torch.set_num_threads(threads)
     from vjepa2_ros.control.stack import build_inline_planner
     try:
         planner = build_inline_planner(cfg, seed=seed)
@@ -255,6 +254,7 @@ class PlannerProcess:
         self._deadline: float | None = None              # monotonic s by which the reply in flight is due
         self._broken: str | None = None                  # why the child was killed or found dead
         self._closed = False
+        self._nice = 0                                   # of the child's threads (renice)
         self.starts = 0
         self.info: dict[str, Any] = {}
         self._child = _Child()
@@ -267,7 +267,8 @@ class PlannerProcess:
         """A fresh child with the planner built; raises what building it raised."""
         ctx = _context()
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=serve, args=(child, self.cfg, self.seed), name="vjepa2-planner", daemon=True)
+        proc = ctx.Process(target=serve, args=(child, self.cfg, self.seed, self._nice), name="vjepa2-planner",
+                           daemon=True)
         timeout = self.cfg.control.planner_start_timeout_s
         self._deadline = time.monotonic() + timeout      # "ready" is due
         try:
@@ -394,6 +395,22 @@ class PlannerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def renice(self, nice: int) -> None:
+        """Set the nice value (0..19) of every thread of the child, and of every child started later."""
+        self._nice = int(nice)
+        proc = self._child.proc
+        if proc is None:
+            return
+        try:
+            tids = os.listdir(f"/proc/{proc.pid}/task")
+        except FileNotFoundError:                        # it died; the next child starts at this value
+            return
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(tid), self._nice)
+            except ProcessLookupError:                   # a thread that just ended
+                pass
 
     # -- fault injection (soak tests) -------------------------------------------------------------
     def kill(self) -> None:
