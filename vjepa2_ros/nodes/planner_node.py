@@ -598,7 +598,7 @@ def main(args: list[str] | None = None) -> None:
     for sig in SHUTDOWN_SIGNALS:
         signal.signal(sig, lambda signum, frame: (signals.append(signum), stop.set()))
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = executor = None
+    node = executor = spinner = None
     try:
         node = PlannerNode()
         executor = MultiThreadedExecutor()
@@ -615,9 +615,13 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(1)
     finally:
         if node is not None:
-            node.destroy_node()                              # loop.stop(): the braking stream is published
-        if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
+            node._release()                                  # loop.stop(): brake and hold, published while
+        if executor is not None:                             # the executor still delivers joint states
+            executor.shutdown(timeout_sec=10.0)
+        if spinner is not None:
+            spinner.join(timeout=10.0)                       # no thread left inside rcl at interpreter exit
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
 
 

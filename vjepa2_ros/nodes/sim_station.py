@@ -208,7 +208,7 @@ def main(args: list[str] | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.set())
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = executor = None
+    node = executor = spinner = None
     try:
         node = SimStationNode()
         executor = MultiThreadedExecutor(num_threads=4)
@@ -223,7 +223,9 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(1)
     finally:
         if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
+            executor.shutdown(timeout_sec=10.0)
+        if spinner is not None:
+            spinner.join(timeout=10.0)                       # no thread left inside rcl at interpreter exit
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
