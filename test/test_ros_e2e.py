@@ -27,7 +27,7 @@ from vjepa2_ros.robot.kinematics import arm_spec  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REACH_TOLERANCE_M = 0.05
-REACH_TIMEOUT_S = 150.0
+REACH_TIMEOUT_S = 240.0
 PANDA = list(arm_spec("panda").joint_names)
 
 
