@@ -9,7 +9,6 @@ import dataclasses
 import os
 import time
 from multiprocessing.shared_memory import SharedMemory
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,7 +49,9 @@ def no_leaks(monkeypatch):
     monkeypatch.setattr(planner_process, "SharedMemory", Recorded)
     yield made
     assert made, "no slot was made: the test did not plan through the process"
-    assert not [n for n in made if (Path("/dev/shm") / n).exists()], "a shared-memory slot was left behind"
+    for name in made:
+        with pytest.raises(FileNotFoundError):            # unlinked
+            SharedMemory(name=name)
 
 
 class Rig:
@@ -183,11 +184,10 @@ def test_garbage_from_the_planner_process_holds(rig, kind, reason):
 def test_real_time_kill_and_hang_hold_within_one_period_while_commands_stream(no_leaks):
     r = Rig(real_time=True, plan_timeout_s=0.5, plan_period_s=0.0, planner_nice=5)     # the planner flat out
 
-    def child_nice() -> set[int]:
-        pid = r.planner.info["pid"]
-        return {os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+    def child_nice() -> int:                              # of the child's main thread (its torch threads inherit it)
+        return os.getpriority(os.PRIO_PROCESS, r.planner.info["pid"])
 
-    assert child_nice() == {0}                            # stepped runs plan at full speed
+    assert child_nice() == 0                              # stepped runs plan at full speed
     try:
         r.loop.set_goal_from_camera()
         r.loop.start()
@@ -199,7 +199,7 @@ def test_real_time_kill_and_hang_hold_within_one_period_while_commands_stream(no
             assert cond(), r.loop.reason
 
         wait_for(lambda: r.loop.plan_count >= 2)
-        assert child_nice() == {5}                        # in real time every planner thread yields to commands
+        assert child_nice() == 5                          # in real time the planner yields to commands
         r.planner.kill()                                  # returns once the child is gone
         t_kill = time.monotonic()
         wait_for(lambda: r.loop.state is LoopState.FAULT and list(r.commands)[-1][0] > t_kill)
@@ -220,6 +220,6 @@ def test_real_time_kill_and_hang_hold_within_one_period_while_commands_stream(no
 
         r.loop.resume()                                    # the hung child was killed; a fresh one plans
         wait_for(lambda: r.loop.plan_count >= plans + 3 and r.loop.state is LoopState.ACTIVE)
-        assert r.planner.starts == 3 and child_nice() == {5}
+        assert r.planner.starts == 3 and child_nice() == 5
     finally:
         r.close()
