@@ -6,6 +6,7 @@ test itself; test_fixtures_inside_repo.py keeps it that way.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def normal_scheduling():
+    """franky raises the calling thread to SCHED_FIFO 99 for its control loop and leaves it there;
+    every process a later test starts would inherit it and starve a 2-core machine. Restore
+    normal scheduling after each test."""
+    yield
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
