@@ -36,11 +36,12 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def normal_scheduling():
     """franky raises the calling thread to SCHED_FIFO 99 for its control loop and leaves it there;
     every process a later test starts would inherit it and starve a 2-core machine. Restore
-    normal scheduling after each test."""
+    normal scheduling after each test module (not between the franky tests: they run as franky
+    expects)."""
     yield
     if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
