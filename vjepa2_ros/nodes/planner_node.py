@@ -19,7 +19,6 @@ Topic names below are relative: remap them (launch/lab.launch.py does). See docs
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 from typing import Any
@@ -28,12 +27,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
-from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray
@@ -44,6 +40,7 @@ from vjepa2_ros.errors import EngineError, Vjepa2RosError
 from vjepa2_ros.nodes.parameters import (CAMERA_TRANSPORTS, COMMAND_INTERFACES, GRIPPER_INTERFACES,
                                          NODE_PARAMETERS, SECTIONS, ParameterSpec,
                                          check_choice, schema_parameters, stack_config)
+from vjepa2_ros.nodes.process import run_node
 
 NODE_NAME = "vjepa2_planner"
 
@@ -73,7 +70,6 @@ GOAL_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=Reli
 OUTPUT_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 
 DIAGNOSTICS_PERIOD_S = 1.0
-SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # brake and hold, then exit 0
 ARM_INPUTS = ("joint_states", "camera")              # a rejected message from these holds the arm
 INPUT_ERROR_WINDOW_S = 2.0       # a rejected message keeps the diagnostic at ERROR this long
 
@@ -586,52 +582,11 @@ def _with_positions(msg: JointState, position) -> JointState:
 
 
 def main(args: list[str] | None = None) -> None:
-    """`ros2 run vjepa2_ros planner_node`: spin until SIGINT / SIGTERM, then brake, hold and exit 0.
-
-    rclpy's own signal handler would shut the context down before the node brakes (the braking
-    commands would be lost), so it is off and the node's handler ends the spin instead; the node
-    brakes with its publishers still valid, then rclpy shuts down. `rclpy.init()` / `try_shutdown()`
-    is the form every distribution accepts (on Jazzy, `rclpy.init()` is no context manager).
-    """
-    stop = threading.Event()
-    signals = []
-    for sig in SHUTDOWN_SIGNALS:
-        signal.signal(sig, lambda signum, frame: (signals.append(signum), stop.set()))
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = executor = spinner = None
-    try:
-        node = PlannerNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        spinner = threading.Thread(target=_spin, args=(executor, stop), name="executor", daemon=True)
-        spinner.start()
-        while not stop.wait(0.1):                            # signal handlers run in this thread
-            if not rclpy.ok():
-                break
-        if signals:
-            node.get_logger().info(f"{signal.Signals(signals[0]).name}: braking, holding, shutting down")
-    except Vjepa2RosError as e:                              # e.g. a bad config_file at start
-        print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    finally:
-        if node is not None:
-            node._release()                                  # loop.stop(): brake and hold, published while
-        if executor is not None:                             # the executor still delivers joint states
-            executor.shutdown(timeout_sec=10.0)
-        if spinner is not None:
-            spinner.join(timeout=10.0)                       # no thread left inside rcl at interpreter exit
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-
-
-def _spin(executor: MultiThreadedExecutor, stop: threading.Event) -> None:
-    try:
-        executor.spin()
-    except ExternalShutdownException:
-        pass
-    finally:
-        stop.set()
+    """`ros2 run vjepa2_ros planner_node`: spin until SIGINT / SIGTERM, then brake, hold and exit 0
+    (nodes.process.run_node: the braking stream is published before rclpy shuts down)."""
+    def said(node: PlannerNode, signum: int) -> None:
+        node.get_logger().info(f"{signal.Signals(signum).name}: braking, holding, shutting down")
+    run_node(PlannerNode, NODE_NAME, args, on_signal=said, cleanup=lambda node: node._release())
 
 
 if __name__ == "__main__":

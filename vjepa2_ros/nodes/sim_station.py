@@ -22,26 +22,21 @@ from __future__ import annotations
 
 import array
 import json
-import signal
-import sys
-import threading
 import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from vjepa2_ros.errors import Vjepa2RosError
+from vjepa2_ros.nodes.process import run_node
 
 NODE_NAME = "sim_station"
 JOINT_STATES_TOPIC = "joint_states"
@@ -204,40 +199,7 @@ def _make_station(config_file: str, camera_px: int, clock):
 
 def main(args: list[str] | None = None) -> None:
     """`ros2 run vjepa2_ros sim_station`: simulate until SIGINT / SIGTERM, then exit 0."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = executor = spinner = None
-    try:
-        node = SimStationNode()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        spinner = threading.Thread(target=_spin, args=(executor, stop), name="executor", daemon=True)
-        spinner.start()
-        while not stop.wait(0.1):
-            if not rclpy.ok():
-                break
-    except Vjepa2RosError as e:
-        print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=10.0)
-        if spinner is not None:
-            spinner.join(timeout=10.0)                       # no thread left inside rcl at interpreter exit
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-
-
-def _spin(executor: MultiThreadedExecutor, stop: threading.Event) -> None:
-    try:
-        executor.spin()
-    except ExternalShutdownException:
-        pass
-    finally:
-        stop.set()
+    run_node(SimStationNode, NODE_NAME, args, num_threads=4)
 
 
 if __name__ == "__main__":
