@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import time
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 import pytest
-
-from multiprocessing.shared_memory import SharedMemory
 
 from vjepa2_ros.control import planner_process
 from vjepa2_ros.control.config import load_config
@@ -160,6 +159,29 @@ def test_killed_planner_holds_on_the_next_tick_and_resume_restarts_it(rig):
         rig.planner.plan(rig.goal, make_example_state())
     rig.loop.run_steps(10)
     assert rig.loop.state is LoopState.FAULT             # only resume() leaves it
+    resume_and_plan(rig)
+
+
+def test_a_death_is_seen_before_the_forkserver_reports_it(rig):
+    """An outside SIGKILL while no plan is in flight: the pidfd says so at once, although the
+    forkserver (stopped here) has not reaped the child or sent its exit status."""
+    from multiprocessing import forkserver
+    rig.loop.set_goal_image(rig.goal)
+    rig.loop.run_steps(12)
+    server = forkserver._forkserver._forkserver_pid
+    os.kill(server, signal.SIGSTOP)
+    try:
+        os.kill(rig.planner.info["pid"], signal.SIGKILL)
+        t_end = time.monotonic() + 10.0
+        while not rig.planner._child.ended() and time.monotonic() < t_end:
+            time.sleep(0.001)
+        assert rig.planner._child.ended() and rig.planner._child.exitcode() is None
+        n = len(rig.commands)
+        rig.loop.step()                                   # the next tick holds
+        assert rig.commands[n][2] is LoopState.FAULT
+        assert rig.loop.reason == "planner process died (exit status not read yet)", rig.loop.reason
+    finally:
+        os.kill(server, signal.SIGCONT)
     resume_and_plan(rig)
 
 

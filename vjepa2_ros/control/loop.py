@@ -17,11 +17,12 @@ mode "blocking" waits until the arm is at rest, plans, and moves for one model s
 Any fault puts the state machine in `fault` and the arm brakes to a stop at the acceleration
 limit (`JointInterpolator.brake`), from the first command computed after the fault: the same
 tick for a stale or erroneous joint state, the next one for a failed send or a planning fault
-(planner exception, non-finite plan, IK or safety rejection, and a stale camera, which is
-checked when a plan needs the frame: no command between plans depends on a newer one). A
-planner process (control.planner_process) that died or hung past control.plan_timeout_s is
-seen by the tick itself (`planner.problem()`), so the arm holds within one control period even
-while the planner thread waits on it. Only `resume()` leaves a fault (restarting a planner
+(planner exception, non-finite plan, IK or safety rejection). While the loop is active with a
+goal, the tick also checks the camera's newest frame stamp (a camera that stopped holds the arm
+one period after its frame passes safety.max_frame_age_s, not at the next plan), and a planner
+process (control.planner_process) that died or hung past control.plan_timeout_s
+(`planner.problem()`), so the arm holds within one control period even while the planner thread
+waits on it. Only `resume()` leaves a fault (restarting a planner
 process that failed); `hold()` is always one call away.
 """
 
@@ -223,6 +224,11 @@ class ControlLoop:
         problem = self._planner_problem()                         # a planner process that died or hung
         if problem is not None:
             self._fault(problem)
+        if self.state is LoopState.ACTIVE and self.planner.has_goal:
+            try:                                                  # the next plan needs a fresh frame
+                self._check_camera(self.camera.latest_stamp(), now)
+            except Exception as e:                                # SafetyError, or the camera's own failure
+                self._fault(str(e) if isinstance(e, SafetyError) else f"camera error: {type(e).__name__}: {e}")
         with self._lock:
             if state is not None:
                 self._state = state
@@ -311,6 +317,12 @@ class ControlLoop:
                 return moved_long_enough and self.interp.at_rest and still
             return now >= self._next_plan_s
 
+    def _check_camera(self, stamp_s: float | None, now: float) -> None:
+        """SafetyError unless a camera frame has arrived and is at most max_frame_age_s old."""
+        if stamp_s is None:
+            raise SafetyError("no camera frame received")
+        check_fresh(stamp_s, now, self.cfg.safety.max_frame_age_s, "camera frame")
+
     def _plan_once(self) -> None:
         """One planning step on the freshest observation; never raises (faults instead)."""
         now = self.clock()
@@ -322,9 +334,7 @@ class ControlLoop:
             return
         frame = self.camera.read_latest()                          # the freshest frame, checked below
         try:
-            if frame is None:
-                raise SafetyError("no camera frame received")
-            check_fresh(frame.stamp_s, now, self.cfg.safety.max_frame_age_s, "camera frame")
+            self._check_camera(None if frame is None else frame.stamp_s, now)
         except SafetyError as e:
             self._fault(str(e))
             return

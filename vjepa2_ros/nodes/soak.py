@@ -56,6 +56,10 @@ KEEP_MESSAGES_S = 60.0         # the monitor forgets older messages (an hour at 
 STATION = "/sim_station"
 PRE_EXISTING = "the loop had left 'active' before the injection"
 MASKED = "held for another reason first"
+# Stale-input faults hold once the last message is older than the node's limit (its parameter):
+# the report gives the hold latency past that limit too (the last message came up to one publish
+# period before the injection, so it can be slightly negative).
+AGE_LIMITS = {"camera_stops": "safety.max_frame_age_s", "joint_states_stop": "safety.max_state_age_s"}
 # The loop's reason when it holds for the fault injected (a substring of it).
 HOLD_REASONS = {"camera_stops": "camera frame is stale", "joint_states_stop": "joint state is stale",
                 "nan_joint_state": "joint_states message rejected", "bad_image": "camera message rejected",
@@ -84,6 +88,7 @@ class FaultResult:
     moving_at_injection: bool = False
     held: bool = False                    # the loop left 'active' and the commands stood still
     hold_latency_ms: float | None = None  # node's state-change stamp - injection
+    past_limit_ms: float | None = None    # stale-input faults: hold latency - the input's age limit
     brake_latency_ms: float | None = None  # first command of the final deceleration at the station - injection
     still_latency_ms: float | None = None  # first of the final identical targets at the station - injection
     state: str = ""                       # the loop's state and reason after the fault
@@ -375,6 +380,7 @@ class Soak:
             signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C ends the soak with its report
         self.station = rs.start_station(self.env, cfg.out)
         params = {"control.plan_timeout_s": cfg.plan_timeout_s, **cfg.planner_parameters}
+        self.node_parameters = {**rs.sim_model_parameters(), **params}
         self.node = rs.start_planner(self.env, cfg.out, **params)
         self.sampler = ProcSampler({"sim_station": lambda: self.station.popen.pid,
                                     "planner_node": lambda: self.node.popen.pid,
@@ -545,6 +551,8 @@ class Soak:
             left = False
         if left:
             r.hold_latency_ms = 1e3 * (self.since_s() - wall)
+            if kind in AGE_LIMITS:                                # the input went stale this long after it stopped
+                r.past_limit_ms = r.hold_latency_ms - 1e3 * float(self.node_parameters[AGE_LIMITS[kind]])
         still = None
         if left and self.wait(lambda: still_since(m, mono, t_pre) is not None, 15, 0.1):
             still = still_since(m, mono, t_pre)
@@ -639,12 +647,14 @@ class Soak:
         for kind in dict.fromkeys(r.kind for r in self.results):
             rs_ = [r for r in self.results if r.kind == kind]
             hold = [r.hold_latency_ms for r in rs_ if r.hold_latency_ms is not None]
+            past = [r.past_limit_ms for r in rs_ if r.past_limit_ms is not None]
             still = [r.still_latency_ms for r in rs_ if r.still_latency_ms is not None]
             brake = [r.brake_latency_ms for r in rs_ if r.brake_latency_ms is not None]
             per_kind[kind] = {
                 "count": len(rs_), "held": sum(r.held for r in rs_), "recovered": sum(r.recovered for r in rs_),
                 "moving_at_injection": sum(r.moving_at_injection for r in rs_),
-                "hold_latency_ms": _p50_max(hold), "brake_latency_ms": _p50_max(brake),
+                "hold_latency_ms": _p50_max(hold), "past_limit_ms": _p50_max(past),
+                "brake_latency_ms": _p50_max(brake),
                 "still_latency_ms": _p50_max(still),
                 "recovery_s": _p50_max([r.recovery_s for r in rs_ if r.recovery_s is not None])}
         samples = self.sampler.samples if self.sampler is not None else []
@@ -688,13 +698,15 @@ def table(r: dict[str, Any]) -> str:
              f"{len(r['faults'])} faults, {r['cpu']}, {r['cores']} cores; control period {r['control_period_ms']:.0f} ms",
              "  hold: the node's state change after the injection; brake / still: the station's commands start"
              " their final deceleration / stand still (ms, p50/max)",
-             f"  {'fault':18s} {'n':>3s} {'held':>5s} {'hold':>15s} {'brake':>11s} {'still':>11s} "
+             "  past limit: a stale-input fault's hold after its input's age limit (ms, p50/max)",
+             f"  {'fault':18s} {'n':>3s} {'held':>5s} {'hold':>15s} {'past limit':>11s} {'brake':>11s} {'still':>11s} "
              f"{'recovered':>9s} {'recovery p50/max s':>18s}"]
     for kind, k in r["per_kind"].items():
         def pm(d: dict, fmt: str) -> str:
             return "-" if d["p50"] is None else f"{d['p50']:{fmt}}/{d['max']:{fmt}}"
         held = "n/a" if kind == "goal_changed" else f"{k['held']}/{k['count']}"
         lines.append(f"  {kind:18s} {k['count']:3d} {held:>5s} {pm(k['hold_latency_ms'], '.1f'):>15s} "
+                     f"{pm(k['past_limit_ms'], '.0f'):>11s} "
                      f"{pm(k['brake_latency_ms'], '.0f'):>11s} {pm(k['still_latency_ms'], '.0f'):>11s} "
                      f"{k['recovered']:>5d}/{k['count']:<3d} "
                      f"{pm(k['recovery_s'], '.1f'):>18s}")

@@ -46,6 +46,12 @@ class Camera(ABC):
     def read_latest(self) -> CameraFrame | None:
         """The newest frame, or None when none has arrived yet. Never blocks."""
 
+    def latest_stamp(self) -> float | None:
+        """Capture time of the newest frame (None: none yet). Cheap: the control tick checks it
+        every period. Cameras that render on demand override it."""
+        frame = self.read_latest()
+        return None if frame is None else frame.stamp_s
+
 
 class RobotBackend(ABC):
     """Read state, send targets through the safety envelope, stop, recover.

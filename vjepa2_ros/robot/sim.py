@@ -440,6 +440,13 @@ class SimCamera(Camera):
         self._last = CameraFrame(stamp_s=stamp, image=image)
         return self._last
 
+    def latest_stamp(self) -> float | None:
+        """Now: a frame of the current sim time is rendered whenever one is read."""
+        sim = self._backend.sim
+        if sim is None:
+            raise SafetyError("sim camera read after the backend was disconnected")
+        return sim.time_s
+
 
 def make_example_sim_backend(**cfg_overrides) -> SimBackend:
     """A connected fast-mode SimBackend (callers disconnect it)."""
