@@ -96,6 +96,24 @@ def test_sub_goals_advance_by_steps_and_by_energy(wm):
         p.set_goals(goals, advance_after_steps=[1, 0])
 
 
+def test_stop_rule_keeps_still_at_the_final_goal_only(wm):
+    frame, state, other = make_example_frame(seed=0), make_example_state(), make_example_frame(seed=1)
+    e_other = float(energy(wm.encode(frame)[0][None], wm.encode(other)[0]))
+    p = Planner(wm, SMALL, seed=0, stop_below_energy=0.5 * e_other)
+    p.set_goal_image(frame)                              # the observation is the goal: energy 0
+    res = p.plan(frame, state)
+    d = res.diagnostics
+    assert d["at_goal"] is True and d["held"] is True and "iterations" not in d     # no search ran
+    assert np.all(res.plan == 0.0) and res.plan.shape == (2, 7) and res.energy == d["observation_energy"] < 1e-6
+    p.set_goal_image(other)                              # far from the goal: it plans
+    far = p.plan(frame, state).diagnostics
+    assert far["at_goal"] is False and far["iterations"] == 2 and far["observation_energy"] == pytest.approx(e_other)
+    p.set_goals([frame, other])                          # at a sub-goal that is not the last: it plans
+    assert p.plan(frame, state).diagnostics["at_goal"] is False
+    with pytest.raises(ConfigError, match="stop_below_energy"):
+        Planner(wm, SMALL, stop_below_energy=0.0)
+
+
 def test_energy_landscape(wm):
     p = planner(wm)
     frame, state = make_example_frame(seed=0), make_example_state()

@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sanity check: energy from the true end-effector position, no learned model")
     parser.add_argument("--hold-rule", action="store_true",
                         help="force the planner's hold rule on (default: the config's control.hold_rule)")
+    parser.add_argument("--stop-below", type=float, default=None, metavar="ENERGY",
+                        help="override control.goal_stop_below_energy, the planner's stop rule at the goal "
+                             "(0: off)")
     parser.add_argument("--samples", type=int, default=None, help="override planning.samples")
     parser.add_argument("--iterations", type=int, default=None, help="override planning.iterations")
     parser.add_argument("--real-time", action="store_true",
@@ -185,7 +188,8 @@ class PlanBudget:
     def __init__(self, planner: Any, max_plans: int) -> None:
         self.planner, self.max_plans = planner, int(max_plans)
         self.poses: list[np.ndarray] = []          # [7] per plan
-        self.seconds: list[float] = []             # planner wall time per plan
+        self.seconds: list[float] = []             # planner wall time per plan that searched
+        self.stops = 0                             # plans answered by the stop rule (no search)
 
     @property
     def spent(self) -> bool:
@@ -198,7 +202,10 @@ class PlanBudget:
     def plan(self, frame: np.ndarray, state: np.ndarray) -> Any:
         self.poses.append(np.array(state, dtype=np.float64))
         result = self.planner.plan(frame, state)
-        self.seconds.append(float(result.diagnostics["timings"]["total_s"]))
+        if result.diagnostics.get("at_goal"):
+            self.stops += 1
+        else:
+            self.seconds.append(float(result.diagnostics["timings"]["total_s"]))
         return result
 
     def __getattr__(self, name: str) -> Any:
@@ -215,7 +222,8 @@ class EpisodeResult:
     success: bool                           # within success_m at the end
     plans: int
     plans_to_reach: int | None              # first planning step (1-based) that saw the arm within success_m
-    planner_s_mean: float                   # planner.plan wall time (diagnostics timings total_s)
+    stops: int                              # plans the stop rule answered at the goal (no search)
+    planner_s_mean: float                   # planner.plan wall time of the plans that searched (timings total_s)
     planner_s_max: float
     sim_s: float                            # simulated time of the episode
     wall_s: float
@@ -273,8 +281,8 @@ def run_episode(cfg: StackConfig, planner: Any, backend: Any, task: ReachTask, m
     nan = float("nan")
     return EpisodeResult(
         index=task.index, start_distance_m=start, min_distance_m=min(dists), final_distance_m=final,
-        reached=bool(within), success=final <= success_m, plans=len(budget.seconds),
-        plans_to_reach=min(within[0] + 1, len(budget.poses)) if within else None,
+        reached=bool(within), success=final <= success_m, plans=len(budget.poses),
+        plans_to_reach=min(within[0] + 1, len(budget.poses)) if within else None, stops=budget.stops,
         planner_s_mean=float(np.mean(budget.seconds)) if budget.seconds else nan,
         planner_s_max=float(np.max(budget.seconds)) if budget.seconds else nan,
         sim_s=backend.now_s() - t0, wall_s=time.monotonic() - t_wall, state=state, reason=reason or state_reason)
@@ -303,13 +311,13 @@ def summarize(episodes: list[EpisodeResult]) -> dict[str, float]:
 
 def format_table(mode: str, episodes: list[EpisodeResult]) -> str:
     head = (f"{'goal':>4} {'start cm':>8} {'min cm':>7} {'final cm':>8} {'reached':>7} {'final':>5} {'plans':>5} "
-            f"{'to reach':>8} {'s/plan':>7} {'sim s':>6}  state")
+            f"{'to reach':>8} {'stops':>5} {'s/plan':>7} {'sim s':>6}  state")
     lines = [f"mode {mode}", head]
     for e in episodes:
         to_reach = "-" if e.plans_to_reach is None else e.plans_to_reach
         lines.append(f"{e.index:>4} {100 * e.start_distance_m:8.1f} {100 * e.min_distance_m:7.1f} "
                      f"{100 * e.final_distance_m:8.1f} {'yes' if e.reached else 'no':>7} "
-                     f"{'yes' if e.success else 'no':>5} {e.plans:>5} {to_reach:>8} "
+                     f"{'yes' if e.success else 'no':>5} {e.plans:>5} {to_reach:>8} {e.stops:>5} "
                      f"{e.planner_s_mean:7.3f} {e.sim_s:6.1f}  "
                      f"{e.state}{'' if e.state != 'fault' else ': ' + e.reason[:70]}")
     return "\n".join(lines)
@@ -327,11 +335,13 @@ def summary_line(mode: str, s: dict[str, float], success_m: float, max_plans: in
 
 
 def bench_config(path: Path, hold_rule: bool = False, samples: int | None = None,
-                 iterations: int | None = None) -> StackConfig:
-    """The config's model and planning on the sim backend, without recording; CLI overrides applied."""
+                 iterations: int | None = None, stop_below: float | None = None) -> StackConfig:
+    """The config's model and planning on the sim backend, without recording; CLI overrides applied
+    (stop_below 0 turns the stop rule off)."""
     cfg = load_config(path)
+    stop = cfg.control.goal_stop_below_energy if stop_below is None else (stop_below or None)
     control = dataclasses.replace(cfg.control, backend="sim", record_dir=None,
-                                  hold_rule=cfg.control.hold_rule or hold_rule)
+                                  hold_rule=cfg.control.hold_rule or hold_rule, goal_stop_below_energy=stop)
     planning = cfg.planning
     overrides = {k: v for k, v in (("samples", samples), ("iterations", iterations)) if v is not None}
     if samples is not None:
@@ -387,7 +397,7 @@ def run_bench(cfg: StackConfig, goals: int = 20, seed: int = 0, max_plans: int =
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = bench_config(args.config, args.hold_rule, args.samples, args.iterations)
+    cfg = bench_config(args.config, args.hold_rule, args.samples, args.iterations, args.stop_below)
     model = "ORACLE (true end-effector position; a sanity check of IK, safety and control, not a learned model)" \
         if args.oracle else f"{cfg.model.encoder} + {cfg.model.predictor}, checkpoint {cfg.model.checkpoint}"
     p = cfg.planning
@@ -395,7 +405,9 @@ def main(args: argparse.Namespace) -> int:
         print("sim-reach: the model has no checkpoint (random weights): expect ~0% success")
     print(f"sim-reach: {args.goals} held-out goals (seeds [{REACH_SEED_OFFSET + args.seed}, i]), model {model}; "
           f"CEM {p.samples} samples x {p.iterations} iterations, horizon {p.horizon}; hold rule "
-          f"{'on' if cfg.control.hold_rule else 'off'}; {torch.get_num_threads()} torch threads; "
+          f"{'on' if cfg.control.hold_rule else 'off'}; stop rule "
+          f"{'off' if cfg.control.goal_stop_below_energy is None else f'below {cfg.control.goal_stop_below_energy:g}'}; "
+          f"{torch.get_num_threads()} torch threads; "
           f"{'real time' if args.real_time else 'stepped simulated time (planning takes none)'}"
           f"{'' if args.camera_yaw_deg is None else f'; camera turned {args.camera_yaw_deg:+.0f} deg'}"
           f"{'; planning in a calibrated action frame' if p.action_frame is not None else ''}")
@@ -409,7 +421,8 @@ def main(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"config": str(args.config), "oracle": args.oracle, "goals": args.goals, "seed": args.seed,
                 "seed_offset": REACH_SEED_OFFSET, "max_plans": args.max_plans, "success_m": args.success_m,
-                "hold_rule": cfg.control.hold_rule, "real_time": args.real_time, "planning": dataclasses.asdict(cfg.planning),
+                "hold_rule": cfg.control.hold_rule, "stop_below_energy": cfg.control.goal_stop_below_energy,
+                "real_time": args.real_time, "planning": dataclasses.asdict(cfg.planning),
                 "torch_threads": torch.get_num_threads()}
         args.json.write_text(json.dumps({**meta, **result}, indent=1))
         print(f"sim-reach: wrote {args.json}")

@@ -103,6 +103,8 @@ class ControlConfig:
     goal_advance_after_steps: int | None = None     # sub-goals: next goal after this many plans, or
     goal_advance_below_energy: float | None = None  # when the energy drops below this
     hold_rule: bool = False                # planner: keep still unless the plan's energy beats the zero action's
+    goal_stop_below_energy: float | None = None  # planner: at the final goal once the observation's energy to it is
+                                                 # below this: keep still, no search (None: off)
     gripper_deadband: float = 0.05         # closedness change (0..1) below which the gripper is not commanded
     settle_velocity_rad_s: float = 0.05    # blocking mode: plan only once every joint is slower than this
     record_dir: str | None = None          # write what the loop saw and decided here (None: no recording)
@@ -134,6 +136,8 @@ class ControlConfig:
             raise ConfigError(f"goal_advance_after_steps must be >= 1 or null, got {self.goal_advance_after_steps}")
         if self.goal_advance_below_energy is not None and not self.goal_advance_below_energy > 0:
             raise ConfigError(f"goal_advance_below_energy must be > 0 or null, got {self.goal_advance_below_energy}")
+        if self.goal_stop_below_energy is not None and not self.goal_stop_below_energy > 0:
+            raise ConfigError(f"goal_stop_below_energy must be > 0 or null, got {self.goal_stop_below_energy}")
         if not 0 <= self.gripper_deadband < 1:
             raise ConfigError(f"gripper_deadband must be in [0, 1), got {self.gripper_deadband}")
         _positive("settle_velocity_rad_s", self.settle_velocity_rad_s)

@@ -41,7 +41,8 @@ def build_inline_planner(cfg: StackConfig, world_model: Any | None = None, seed:
     """A Planner in this process over `world_model` (default: built from cfg.model) with cfg.planning."""
     from vjepa2_ros.planning.planner import Planner
     return Planner(world_model if world_model is not None else build_world_model(cfg.model), cfg.planning,
-                   seed=seed, hold_rule=cfg.control.hold_rule)
+                   seed=seed, hold_rule=cfg.control.hold_rule,
+                   stop_below_energy=cfg.control.goal_stop_below_energy)
 
 
 def sim_camera_px(model: ModelConfig) -> int:

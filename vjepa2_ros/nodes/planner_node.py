@@ -21,6 +21,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import traceback
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -456,6 +457,9 @@ class PlannerNode(Node):
             action()
         except Vjepa2RosError as e:
             return False, f"{e} ({self._status_text()})"
+        except Exception as e:                           # a bug: say so, never end the executor thread
+            self.get_logger().error(f"service call failed: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+            return False, f"unexpected error: {type(e).__name__}: {e} ({self._status_text()})"
         return True, f"{done} ({self._status_text()})"
 
     # --- outputs ----------------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ Beyond the official notebook, each optional and reported in `diagnostics`:
   action's (spec/SIM_WORLD_MODEL_NOTES.md: without it even a perfect model drifts off the goal);
 * sub-goals: advance after N plan steps and/or when the observation's energy to the current
   sub-goal falls below a threshold.
+* stop rule (stop_below_energy): on the final goal, once the observation's own energy to it is
+  below this, return the zero action without searching (the arm stays at the goal instead of
+  drifting on a flat, noisy energy); a disturbance that raises the energy resumes planning.
 * action frame (CEMConfig.action_frame, from `vjepa2-ros calibrate`): plan with the state in the
   model's frame and return the action in the robot's (planning.calibration.ActionFrame).
 """
@@ -67,14 +70,18 @@ class Planner:
         cem_cfg: CEM settings (CEMConfig.paper() by default).
         seed: seeds the sampling generator; `reset()` re-seeds, so a replay is reproducible.
         hold_rule: return the zero action unless the plan's energy beats it.
+        stop_below_energy: the stop rule's threshold on the final goal (None: off).
     """
 
     def __init__(self, world_model: WorldModel, cem_cfg: CEMConfig | None = None, seed: int = 0,
-                 hold_rule: bool = False) -> None:
+                 hold_rule: bool = False, stop_below_energy: float | None = None) -> None:
+        if stop_below_energy is not None and not stop_below_energy > 0:
+            raise ConfigError(f"stop_below_energy must be > 0 or None, got {stop_below_energy!r}")
         self.world_model = world_model
         self.cfg = cem_cfg or CEMConfig()
         self.seed = int(seed)
         self.hold_rule = bool(hold_rule)
+        self.stop_below_energy = stop_below_energy
         self.frame = self.cfg.frame()                       # the model's action frame, or None
         self._goals: list[torch.Tensor] = []            # each [N, D] float32 on the model device
         self._goal_index = 0
@@ -207,6 +214,9 @@ class Planner:
         if self._maybe_advance(obs_energy):
             obs_energy = float(energy(z[None].float(), self._goals[self._goal_index])[0])
         goal = self._goals[self._goal_index]
+        if (self.stop_below_energy is not None and self._goal_index + 1 == len(self._goals)
+                and obs_energy < self.stop_below_energy):
+            return self._at_goal(obs_energy, timer, t0)
         init = None
         if cfg.warm_start and self._prev_mean is not None:
             init = warm_start_mean(self._prev_mean)
@@ -238,6 +248,7 @@ class Planner:
             "zero_action_energy": e_zero,
             "observation_energy": obs_energy,
             "held": held,
+            "at_goal": False,
             "hold_rule": self.hold_rule,
             "goal_index": self._goal_index,
             "goal_count": len(self._goals),
@@ -254,6 +265,19 @@ class Planner:
         }
         return PlanResult(action=plan_np[0].copy(), plan=plan_np, energy=float(diagnostics["energy"]),
                           diagnostics=diagnostics)
+
+    def _at_goal(self, obs_energy: float, timer: StageTimer, t0: float) -> PlanResult:
+        """The stop rule's answer: the zero action, the observation's energy, no search."""
+        self._steps_on_goal += 1
+        self._prev_mean = None                              # a later search starts afresh
+        timings = timer.as_dict()
+        timings["total_s"] = time.perf_counter() - t0
+        plan = np.zeros((self.cfg.horizon, 7))
+        diagnostics = {"energy": obs_energy, "observation_energy": obs_energy, "held": True, "at_goal": True,
+                       "stop_below_energy": self.stop_below_energy, "hold_rule": self.hold_rule,
+                       "goal_index": self._goal_index, "goal_count": len(self._goals), "warm_started": False,
+                       "action_frame": self.frame is not None, "timings": timings, "cem": asdict(self.cfg)}
+        return PlanResult(action=plan[0].copy(), plan=plan, energy=obs_energy, diagnostics=diagnostics)
 
     def energy_landscape(self, frame: np.ndarray, state: np.ndarray | torch.Tensor,
                          grid: Sequence[float] | np.ndarray, axes: tuple[str, str] = ("x", "y")) -> dict[str, Any]:
