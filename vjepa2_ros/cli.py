@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench data": ("vjepa2_ros.replay.bench", "video decode rate and replay steps/s"),
     "bench train": ("vjepa2_ros.training.bench", "training steps/s, online encoding vs cached latents"),
     "bench sim-reach": ("vjepa2_ros.control.bench_reach", "closed-loop reach success on the simulated arm"),
+    "bench goal-energy": ("vjepa2_ros.control.bench_goal_energy", "the observation's energy to a goal by distance: "
+                          "where the stop rule's threshold goes"),
     "bench ros": ("vjepa2_ros.nodes.bench_ros", "sim_station + planner_node over DDS: command stream, ages, reach"),
     "soak": ("vjepa2_ros.nodes.soak", "closed loop over DDS with a fault every ~30 s: holds, recoveries, RSS"),
 }
