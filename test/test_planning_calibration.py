@@ -127,6 +127,17 @@ def test_the_planner_plans_in_the_model_frame_and_returns_robot_frame_actions():
     assert plans["model"].diagnostics["action_frame"] and not plans["robot"].diagnostics["action_frame"]
     # executed in the robot frame, the rotated plan moves towards the true goal
     assert np.linalg.norm(p + plans["model"].action[:3] - goal) < np.linalg.norm(p - goal)
+    # the same frame set on a running planner (`~/calibrate` applies its result so): the same plan
+    planner = Planner(wm, CEMConfig(samples=64, topk=8, iterations=4), seed=0)
+    planner.set_goal_latent(wm.encode(goal)[0])
+    planner.set_action_frame(R.reshape(-1), (0.0, 0.0, 0.0))
+    planner.reset()
+    np.testing.assert_allclose(planner.plan(p, state).action, plans["model"].action, atol=1e-12)
+    with pytest.raises(ConfigError, match="must be a rotation"):
+        planner.set_action_frame((2.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+    assert planner.frame is not None and np.allclose(planner.frame.rotation, R)      # unchanged by the refusal
+    planner.set_action_frame(None)
+    assert planner.frame is None and planner.cfg.action_frame is None
     with pytest.raises(ConfigError, match="9 numbers"):
         CEMConfig(action_frame=(1.0, 0.0, 0.0))
     with pytest.raises(ConfigError, match="must be a rotation"):

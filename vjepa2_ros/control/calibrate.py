@@ -12,6 +12,11 @@ Writes to --out: `action_frame.yaml` (the planning keys to merge into a stack YA
 `calibration.png` (measured vs inferred displacement, before and after the fit). Dry run is
 refused: calibration needs motion. The simulator's camera can be turned about the vertical
 axis through its target (--camera-yaw-deg), to test the calibration against a known rotation.
+
+The same parts serve the planner node's `~/calibrate`: `make_moves` runs the moves in simulated
+time (the CLI), `LiveCalibration` in real time on a running ControlLoop (the node's arm and
+camera), and `infer_calibration` infers and fits from the recorded frames and poses on a world
+model, in the planner process when there is one (`infer_on_planner`).
 """
 
 from __future__ import annotations
@@ -20,24 +25,28 @@ import argparse
 import dataclasses
 import json
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import yaml
 
 from vjepa2_ros.control.config import StackConfig, load_config
+from vjepa2_ros.control.loop import ControlLoop
 from vjepa2_ros.control.state import LoopState
 from vjepa2_ros.control.stack import build_backend, build_loop, build_world_model, sim_camera_px
-from vjepa2_ros.errors import ConfigError, SafetyError
-from vjepa2_ros.planning.calibration import (RotationFit, YawScan, fit_rotation, infer_displacement, move_table,
-                                             scan_yaw, yaw_matrix)
+from vjepa2_ros.errors import ConfigError, PlanningError, SafetyError
+from vjepa2_ros.planning.calibration import (MIN_MOVES, ActionFrame, RotationFit, YawScan, fit_rotation,
+                                             infer_displacement, move_table, scan_yaw, yaw_matrix)
 from vjepa2_ros.planning.planner import PlanResult
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "sim_demo.yaml"
 FITS = ("scan", "yaw", "full")
+POLL_S = 0.02                      # LiveCalibration: how often the waiting thread looks at the moves
+Progress = Callable[[str], None]   # one line of progress ("move 2/12", "inference: move 1/12: ...")
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,10 @@ class CalibrationConfig:
             raise ConfigError(f"box_m ({self.box_m}) must be at least step_m ({self.step_m})")
         if self.fit not in FITS:
             raise ConfigError(f"fit must be one of {FITS}, got {self.fit!r}")
+        for name, low in (("samples", 2), ("iterations", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ConfigError(f"calibration {name} must be an int >= {low}, got {v!r}")
 
 
 def camera_yaw_overrides(yaw_deg: float, pos_m: tuple[float, float, float] = (1.15, 0.6, 0.7),
@@ -121,11 +134,17 @@ class CalibrationResult:
     seconds: float
 
 
-def make_moves(stack: StackConfig, cfg: CalibrationConfig, backend: Any, camera: Any) -> ScriptedMoves:
-    """Run the scripted moves through the control loop (blocking mode) on a connected backend."""
+def _blocking(stack: StackConfig) -> StackConfig:
+    """The stack as the moves run it: blocking mode (stop, move, settle), nothing recorded."""
     if stack.control.dry_run:
         raise ConfigError("calibration needs motion, and control.dry_run is true: nothing would move")
-    stack = dataclasses.replace(stack, control=dataclasses.replace(stack.control, mode="blocking", record_dir=None))
+    return dataclasses.replace(stack, control=dataclasses.replace(stack.control, mode="blocking", record_dir=None))
+
+
+def make_moves(stack: StackConfig, cfg: CalibrationConfig, backend: Any, camera: Any) -> ScriptedMoves:
+    """Run the scripted moves through the control loop (blocking mode) on a connected backend, in
+    simulated time (`loop.step()`, the backend advanced by the loop)."""
+    stack = _blocking(stack)
     moves = ScriptedMoves(cfg)
     loop = build_loop(stack, moves, backend, camera)
     loop.activate()
@@ -144,30 +163,197 @@ def make_moves(stack: StackConfig, cfg: CalibrationConfig, backend: Any, camera:
     return moves
 
 
-def calibrate(stack: StackConfig, cfg: CalibrationConfig, world_model: Any, backend: Any, camera: Any,
-              progress: bool = True) -> CalibrationResult:
-    """Moves on the arm, then per-move inference on `world_model` and the rotation fit."""
+def check_recording(frames: Any, poses: Any, commanded: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The recorded moves as arrays: frames uint8 [N+1, H, W, 3], poses [N+1, 7], commanded [N, 3],
+    N >= 3; else ConfigError naming the shapes."""
+    F, P, C = np.asarray(frames), np.asarray(poses, dtype=np.float64), np.asarray(commanded, dtype=np.float64)
+    n = len(P) - 1
+    if F.dtype != np.uint8 or F.ndim != 4 or F.shape[-1] != 3:
+        raise ConfigError(f"calibration frames must be uint8 [N+1, H, W, 3], got {F.dtype} {list(F.shape)}")
+    if P.ndim != 2 or P.shape[1] != 7 or len(F) != len(P) or C.shape != (n, 3):
+        raise ConfigError(f"calibration needs N+1 frames and poses [N+1, 7] and N commanded moves [N, 3], got "
+                          f"{len(F)} frames, poses {list(P.shape)}, commanded {list(C.shape)}")
+    if n < MIN_MOVES:
+        raise ConfigError(f"calibration needs at least {MIN_MOVES} moves, got {n}")
+    if not np.isfinite(P).all():
+        raise ConfigError(f"calibration poses contain NaN/inf at observations "
+                          f"{np.nonzero(~np.isfinite(P).all(1))[0].tolist()}")
+    return F, P, C
+
+
+def infer_calibration(world_model: Any, frames: Any, poses: Any, commanded: Any, cfg: CalibrationConfig,
+                      progress: Progress | None = None) -> CalibrationResult:
+    """The recorded moves -> per-move inference on `world_model`, the rotation fits, the yaw scan.
+
+    frames: uint8 [N+1, H, W, 3], the camera before each move and after the last; poses [N+1, 7]
+    the end-effector states at the same instants (robot frame); commanded [N, 3] the Δxyz each
+    move asked for (m). progress(text) after each move's inference. `seconds` is this call's time.
+    """
     t0 = time.monotonic()
-    moves = make_moves(stack, cfg, backend, camera)
-    poses = np.array(moves.poses)
+    frames, poses, commanded = check_recording(frames, poses, commanded)
+    n = len(poses) - 1
     measured, inferred, energies = [], [], []
-    for i in range(cfg.moves):
-        d, e = infer_displacement(world_model, moves.frames[i], poses[i], moves.frames[i + 1], cfg.extent_m,
+    for i in range(n):
+        d, e = infer_displacement(world_model, frames[i], poses[i], frames[i + 1], cfg.extent_m,
                                   cfg.samples, cfg.iterations, seed=cfg.seed + i)
         measured.append(poses[i + 1, :3] - poses[i, :3])
         inferred.append(d)
         energies.append(e)
-        if progress:
-            print(f"calibrate: move {i + 1}/{cfg.moves}: measured {np.round(100 * measured[-1], 2).tolist()} cm, "
-                  f"inferred {np.round(100 * d, 2).tolist()} cm", flush=True)
+        if progress is not None:
+            progress(f"move {i + 1}/{n}: measured {np.round(100 * measured[-1], 2).tolist()} cm, "
+                     f"inferred {np.round(100 * d, 2).tolist()} cm")
     fit = fit_rotation(np.array(measured), np.array(inferred))
-    z = world_model.encode(np.stack(moves.frames))                                   # N+1, tokens, D
+    z = world_model.encode(frames)                                                   # N+1, tokens, D
     scan = scan_yaw(world_model, z[:-1], z[1:], poses[:-1], np.array(measured))
     R = {"scan": yaw_matrix(scan.yaw_deg), "yaw": fit.yaw_rotation, "full": fit.rotation}[cfg.fit]
     return CalibrationResult(fit=fit, scan=scan, measured_m=np.array(measured), inferred_m=np.array(inferred),
-                             commanded_m=np.array(moves.commanded), energies=energies, center_m=poses[0, :3],
+                             commanded_m=commanded, energies=energies, center_m=poses[0, :3].copy(),
                              action_frame=tuple(float(v) for v in R.reshape(-1).round(9)),
                              seconds=time.monotonic() - t0)
+
+
+def calibrate(stack: StackConfig, cfg: CalibrationConfig, world_model: Any, backend: Any, camera: Any,
+              progress: bool = True) -> CalibrationResult:
+    """Moves on the arm (simulated time), then per-move inference on `world_model` and the rotation fit."""
+    t0 = time.monotonic()
+    moves = make_moves(stack, cfg, backend, camera)
+    say = (lambda text: print(f"calibrate: {text}", flush=True)) if progress else None
+    result = infer_calibration(world_model, np.stack(moves.frames), np.array(moves.poses),
+                               np.array(moves.commanded), cfg, say)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def infer_on_planner(planner: Any, frames: Any, poses: Any, commanded: Any, cfg: CalibrationConfig,
+                     progress: Progress | None = None) -> CalibrationResult:
+    """`infer_calibration` on the planner's world model: in the planner's child process when it has
+    one (PlannerProcess.calibrate), else here."""
+    remote = getattr(planner, "calibrate", None)
+    if remote is not None:
+        return remote(frames, poses, commanded, cfg, progress=progress)
+    return infer_calibration(planner.world_model, frames, poses, commanded, cfg, progress)
+
+
+def describe_result(result: CalibrationResult, cfg: CalibrationConfig) -> str:
+    """One line: the chosen yaw, the per-move fit and its residual."""
+    R = np.reshape(result.action_frame, (3, 3))
+    yaw = math.degrees(math.atan2(R[1, 0], R[0, 0]))
+    fit = result.fit
+    return (f"action frame yaw {yaw:+.1f} deg ({cfg.fit} fit; pooled scan {result.scan.yaw_deg:+.1f} deg), "
+            f"per-move fit yaw {fit.yaw_deg:+.1f} deg, residual {100 * fit.yaw_residual_m:.2f} cm, "
+            f"{len(result.measured_m)} moves, {result.seconds:.0f} s")
+
+
+class LiveCalibration:
+    """The calibration on a running ControlLoop (the planner node's `~/calibrate`): real time.
+
+    `run(out)`: the loop stops (hold, brake, its threads end); the scripted moves run in blocking
+    mode through a second ControlLoop on the same backend, camera, clock and publish hook, started
+    in real time, until the last move is done, a fault, a hold or a time cap; the first loop is
+    given back resynced at the measured joints and holding, its goal kept (a failure leaves it so
+    too); then the inference and the fit on its planner (`infer_on_planner`), the files written
+    to `out` (`write_outputs`), and the frame applied to the planner. The arm is never moved by
+    two loops at once, and after `run` it holds: ~/enable true goes on.
+
+    `hold(reason)` (another thread: ~/enable false, a rejected message, deactivate) stops the moves
+    at once; with restart=False the first loop stays stopped afterwards (the node is deactivating).
+    `progress(text)` reports each move, the inference and the result.
+    """
+
+    def __init__(self, loop: ControlLoop, cfg: CalibrationConfig, progress: Progress | None = None,
+                 timeout_s: float | None = None) -> None:
+        stack = _blocking(loop.cfg)
+        if not loop.running:
+            raise ConfigError("calibration needs the control loop running (started once a joint state and a "
+                              "camera frame have arrived)")
+        if loop.state is LoopState.FAULT:
+            raise SafetyError(f"the control loop is in a fault ({loop.reason}); leave it first (~/enable true)")
+        self.loop, self.cfg = loop, cfg
+        self.progress = progress
+        self.moves = ScriptedMoves(cfg)
+        self.move_loop = ControlLoop(stack, self.moves, loop.backend, loop.camera, clock=loop.clock,
+                                     publish=loop.publish)
+        # real time on a busy machine: more slack than make_moves' simulated cap
+        self.timeout_s = (cfg.moves + 2) * max(4 * stack.control.model_step_s, 2.0) + 10.0 \
+            if timeout_s is None else float(timeout_s)
+        self._lock = threading.Lock()          # hold() vs starting the moves / giving the loop back
+        self._stopped: str | None = None
+        self._restart = True
+
+    def hold(self, reason: str, restart: bool = True) -> None:
+        """Stop the moves at once (the move loop brakes and holds); `run` then fails with the reason."""
+        with self._lock:
+            self._stopped = self._stopped or reason
+            self._restart = self._restart and restart
+        self.move_loop.hold(reason)
+
+    def _say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress(text)
+
+    def run(self, out: Path | None = None) -> CalibrationResult:
+        t0 = time.monotonic()
+        self.loop.stop()                                         # hold, brake, its threads end
+        try:
+            self._move()
+        except BaseException as e:
+            self._give_back(f"calibration stopped: {e}")
+            raise
+        self._give_back("calibrating: inferring the action frame")
+        n = self.cfg.moves
+        self._say(f"inference: {n} moves on the world model")
+        try:
+            result = infer_on_planner(self.loop.planner, np.stack(self.moves.frames), np.array(self.moves.poses),
+                                      np.array(self.moves.commanded), self.cfg,
+                                      progress=lambda text: self._say(f"inference: {text}"))
+            result.seconds = time.monotonic() - t0
+            frame = ActionFrame(np.reshape(result.action_frame, (3, 3)), result.center_m)   # ConfigError if NaN
+            if out is not None:
+                write_outputs(out, self.loop.cfg, result, self.cfg, None)
+            self.loop.planner.set_action_frame(result.action_frame, frame.center_m)
+        except BaseException as e:
+            self.loop.hold(f"calibration failed: {e}")
+            raise
+        self.loop.hold(f"calibrated: {describe_result(result, self.cfg)}; ~/enable true goes on")
+        self._say(f"done: {describe_result(result, self.cfg)}")
+        return result
+
+    def _move(self) -> None:
+        """The scripted moves in real time; SafetyError unless all are done."""
+        n, moves, loop = self.cfg.moves, self.moves, self.move_loop
+        with self._lock:
+            if self._stopped is not None:
+                raise SafetyError(f"stopped before the first move: {self._stopped}")
+            loop.activate()
+            loop.start()
+        deadline = time.monotonic() + self.timeout_s
+        said = 0
+        try:
+            while moves.has_goal:
+                k = min(len(moves.commanded), n)                   # moves commanded so far
+                if k > said:
+                    said = k
+                    self._say(f"move {k}/{n}")
+                if loop.state is not LoopState.ACTIVE:             # a fault, or held (~/enable false)
+                    raise SafetyError(f"at move {k}/{n}: {loop.state.value}: {loop.reason}")
+                if time.monotonic() > deadline:
+                    loop.hold("calibration moves timed out")
+                    raise SafetyError(f"the moves did not finish in {self.timeout_s:.0f} s (at move {k}/{n})")
+                time.sleep(POLL_S)
+        finally:
+            loop.close()                                           # hold, brake, its threads end
+        if loop.state is LoopState.FAULT:
+            raise SafetyError(f"after the last move: fault: {loop.reason}")
+        if len(moves.poses) != n + 1:
+            raise PlanningError(f"expected {n + 1} observations, got {len(moves.poses)}")
+
+    def _give_back(self, reason: str) -> None:
+        """The first loop holds; started again (resynced: the arm has moved) unless told otherwise."""
+        with self._lock:
+            self.loop.hold(reason)
+            if self._restart:
+                self.loop.resync()
+                self.loop.start()
 
 
 def frame_keys(result: CalibrationResult) -> dict[str, Any]:

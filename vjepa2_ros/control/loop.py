@@ -166,6 +166,13 @@ class ControlLoop:
         self.sm.resume(self.planner.has_goal, self.clock())
         self._record_event()
 
+    def resync(self) -> None:
+        """Forget the commanded trajectory: the next tick restarts the interpolator at the measured
+        joints (after something else moved the arm, e.g. `~/calibrate`'s moves), nothing sent before."""
+        with self._lock:
+            self._resync, self._pending = True, None
+            self._next_plan_s = -np.inf
+
     # --- goals ------------------------------------------------------------------------------
     def set_goal_image(self, image: np.ndarray) -> None:
         """Goal from a uint8 RGB image [H, W, 3]; starts executing (unless in a fault)."""
@@ -418,6 +425,11 @@ class ControlLoop:
                          threading.Thread(target=self._planner_thread, name="vjepa2-planner", daemon=True)]
         for t in self._threads:
             t.start()
+
+    @property
+    def running(self) -> bool:
+        """The command and planner threads run (`start()` called, `stop()` not yet)."""
+        return bool(self._threads)
 
     def stop(self) -> None:
         """Hold, let the command thread brake for a moment, stop both threads."""

@@ -9,7 +9,10 @@ newest frame [H, W, 3] into the slot and sends its shape and the state [7]; fram
 pickled. One request is in flight at a time (the loop's planner lock and this client's lock),
 so one slot suffices: nothing writes it while the child reads, and a child that misses its
 deadline is killed before the slot is written again. Goal images (rare) go through the pipe;
-goal encoding runs in the child too, so the control process never runs the model.
+goal encoding runs in the child too, so the control process never runs the model. So does the
+camera calibration (`calibrate`: the recorded 64 px frames through the pipe, a rare call, with
+`("progress", seq, text)` lines before its reply); `set_action_frame` changes the frame the child
+plans in and `self.cfg`, so every restart plans in it too.
 
 Faults of the child are planner faults, never crashes (PlanningError from the call, and
 `problem()`, which the command tick checks every period, so the loop holds within one control
@@ -31,6 +34,7 @@ never competes with the command stream on equal terms (stepped runs plan at full
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import pickle
@@ -42,7 +46,7 @@ import weakref
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -50,6 +54,8 @@ from vjepa2_ros.control.config import StackConfig
 from vjepa2_ros.errors import PlanningError
 
 GARBAGE = ("nan", "shape", "stale")      # what `send_garbage` makes the next plan reply
+CALIBRATION_TIMEOUT_S = 60.0             # `calibrate`: this, plus CALIBRATION_TIMEOUT_S_PER_MOVE per move
+CALIBRATION_TIMEOUT_S_PER_MOVE = 30.0    # (CEM and the yaw scan per move; ViT-g on a GPU takes a few s)
 PRELOAD = ["torch", "vjepa2_ros.planning.planner", "vjepa2_ros.engines.torch_runtime"]
 
 
@@ -135,6 +141,13 @@ def serve(conn: Connection, cfg: StackConfig, seed: int, nice: int) -> None:
                     planner.reset()
                 elif op == "encode":
                     out = planner.world_model.encode(args).float().cpu().numpy()
+                elif op == "frame":
+                    planner.set_action_frame(*args)
+                elif op == "calibrate":
+                    from vjepa2_ros.control.calibrate import infer_calibration
+                    frames, poses, commanded, cal = args
+                    out = infer_calibration(planner.world_model, frames, poses, commanded, cal,
+                                            progress=lambda text, seq=seq: conn.send(("progress", seq, text)))
                 else:
                     raise PlanningError(f"unknown planner request {op!r}")
                 reply = ("ok", seq, out)
@@ -323,18 +336,26 @@ class PlannerProcess:
         self._broken = "planner process died (exit status not read yet)"
         return f"planner process died ({describe_exit(self._child.exitcode(timeout_s=1.0))})"
 
-    def _reply(self, timeout_s: float, what: str) -> tuple[str, int, Any]:
+    def _reply(self, timeout_s: float, what: str,
+               progress: Callable[[str], None] | None = None) -> tuple[str, int, Any]:
+        """The reply within timeout_s; ("progress", seq, text) lines before it go to `progress`."""
         conn = self._child.conn
-        if not conn.poll(timeout_s):
-            reason = f"planner process hung: no reply to {what} within {timeout_s:.3g} s"
-            self._kill(reason + " (killed)")
-            raise PlanningError(reason)
-        try:
-            return conn.recv()
-        except (EOFError, OSError):
-            reason = self._died()
-            self._kill(reason)
-            raise PlanningError(reason) from None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                reason = f"planner process hung: no reply to {what} within {timeout_s:.3g} s"
+                self._kill(reason + " (killed)")
+                raise PlanningError(reason)
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                reason = self._died()
+                self._kill(reason)
+                raise PlanningError(reason) from None
+            if message[0] != "progress":
+                return message
+            if progress is not None:
+                progress(message[2])
 
     def _require_running(self) -> None:
         if self._closed:
@@ -342,16 +363,19 @@ class PlannerProcess:
         if self._broken is not None:
             raise PlanningError(f"{self._broken}; resume() restarts it")
 
-    def _request(self, op: str, args: Any, what: str) -> Any:
-        """Send one request and wait for its reply (caller holds self._lock)."""
+    def _request(self, op: str, args: Any, what: str, timeout_s: float | None = None,
+                 progress: Callable[[str], None] | None = None) -> Any:
+        """Send one request and wait for its reply, within timeout_s (default control.plan_timeout_s;
+        caller holds self._lock)."""
         self._require_running()
+        timeout_s = self.plan_timeout_s if timeout_s is None else timeout_s
         self._seq += 1
         seq = self._seq
         try:
             with self._send_lock:                        # a reply is due from here on (see _pipe_closed)
-                self._deadline = time.monotonic() + self.plan_timeout_s
+                self._deadline = time.monotonic() + timeout_s
                 self._child.conn.send((op, seq, args))
-            status, got, payload = self._reply(self.plan_timeout_s, what)
+            status, got, payload = self._reply(timeout_s, what, progress)
         except OSError:                                  # the send found the pipe closed
             reason = self._died()
             self._kill(reason)
@@ -502,6 +526,30 @@ class PlannerProcess:
         """uint8 RGB [H, W, 3] or [B, H, W, 3] -> normalised latents [B, N, D] float32 (in the child)."""
         with self._lock:
             return self._request("encode", np.asarray(frames), "encode")
+
+    def calibrate(self, frames: np.ndarray, poses: np.ndarray, commanded: np.ndarray, cfg: Any,
+                  progress: Callable[[str], None] | None = None) -> Any:
+        """`control.calibrate.infer_calibration` on the child's world model: frames uint8 [N+1, H, W, 3],
+        poses [N+1, 7], commanded [N, 3], cfg a CalibrationConfig -> CalibrationResult. The frames go
+        through the pipe (small, a rare call); progress(text) per move. Goals and plans are untouched;
+        plans wait meanwhile. Within CALIBRATION_TIMEOUT_S + CALIBRATION_TIMEOUT_S_PER_MOVE per move."""
+        frames, poses, commanded = np.asarray(frames), np.asarray(poses), np.asarray(commanded)
+        timeout_s = max(self.plan_timeout_s, CALIBRATION_TIMEOUT_S + CALIBRATION_TIMEOUT_S_PER_MOVE * len(commanded))
+        with self._lock:
+            return self._request("calibrate", (frames, poses, commanded, cfg), "the calibration",
+                                 timeout_s=timeout_s, progress=progress)
+
+    def set_action_frame(self, frame: Sequence[float] | None, center_m: Sequence[float] = (0.0, 0.0, 0.0)) -> None:
+        """Plan in this action frame (9 numbers, a 3x3 rotation row-major, about center_m; None: the
+        robot's frame) from the next plan on, and after every restart: it becomes part of self.cfg.
+        ConfigError for a bad frame, before anything changes."""
+        planning = dataclasses.replace(
+            self.cfg.planning, action_frame=None if frame is None else tuple(float(v) for v in frame),
+            action_frame_center_m=tuple(float(v) for v in center_m))            # CEMConfig checks it
+        with self._lock:
+            self.cfg = dataclasses.replace(self.cfg, planning=planning)
+            if self._broken is None and not self._closed:   # else the restart builds it from self.cfg
+                self._request("frame", (planning.action_frame, planning.action_frame_center_m), "the action frame")
 
     def plan(self, frame: np.ndarray, state: np.ndarray) -> Any:
         """frame uint8 RGB [H, W, 3], state [7] -> PlanResult, computed in the child. The reply is

@@ -169,6 +169,16 @@ class Planner:
         self._goals, self._goal_index = [], 0
         self.reset()
 
+    def set_action_frame(self, frame: Sequence[float] | None, center_m: Sequence[float] = (0.0, 0.0, 0.0)) -> None:
+        """Plan in this action frame from the next plan on: 9 numbers (a 3x3 rotation, row-major)
+        about center_m (m), e.g. `~/calibrate`'s result; None: the robot's frame. ConfigError for a
+        bad frame, before anything changes. The warm start (a plan in the old frame) is dropped."""
+        from dataclasses import replace
+        cfg = replace(self.cfg, action_frame=None if frame is None else tuple(float(v) for v in frame),
+                      action_frame_center_m=tuple(float(v) for v in center_m))      # checked here
+        self.cfg, self.frame = cfg, cfg.frame()
+        self._prev_mean = None
+
     def _maybe_advance(self, obs_energy: float) -> bool:
         """Move to the next sub-goal when its step count or energy threshold says so."""
         if self._goal_index + 1 >= len(self._goals):
