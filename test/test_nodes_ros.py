@@ -266,6 +266,61 @@ def test_bad_messages_give_a_diagnostic_and_no_command(setup, bad, expected):
     node.trigger_cleanup()
 
 
+def test_calibrate_is_refused_unless_active_and_not_in_dry_run(setup, tmp_path: Path):
+    node, station = setup(**{"control.dry_run": True, "calibration.out_dir": str(tmp_path / "cal")})
+    answer = station.call(Trigger, "calibrate", Trigger.Request())
+    assert not answer.success and "not configured" in answer.message, answer.message
+    assert node.trigger_configure() == SUCCESS
+    answer = station.call(Trigger, "calibrate", Trigger.Request())
+    assert not answer.success and "needs the node active (lifecycle state inactive)" in answer.message, answer.message
+    assert node.trigger_activate() == SUCCESS
+    answer = station.call(Trigger, "calibrate", Trigger.Request())
+    assert not answer.success and "control.dry_run is true" in answer.message, answer.message
+    result = node.set_parameters([Parameter("calibration.moves", value=2)])[0]
+    assert not result.successful and "at least 3 moves" in result.reason
+    result = node.set_parameters([Parameter("calibration.fit", value="best")])[0]
+    assert not result.successful and "fit must be one of" in result.reason
+    assert station.commands == [] and not (tmp_path / "cal").exists()
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+
+
+def test_enable_false_stops_a_calibration_at_once_and_the_arm_holds_its_goal_kept(setup, tmp_path: Path):
+    node, station = setup(**{"calibration.moves": 30, "calibration.out_dir": str(tmp_path / "cal")})
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+    assert wait_for(lambda: len(station.commands) > 10), "no commands after activate"
+    assert station.call(Trigger, "capture_goal", Trigger.Request()).success
+    assert station.call(SetBool, "enable", SetBool.Request(data=False)).success
+    client = station.create_client(Trigger, "vjepa2_planner/calibrate")
+    assert client.wait_for_service(timeout_sec=10.0)
+    future = client.call_async(Trigger.Request())
+
+    def progress(text: str) -> bool:
+        with station.lock:
+            return any(text in s.message for s in station.diagnostics)
+    assert wait_for(lambda: progress("calibrating: move 2/30"), 30.0), [s.message for s in station.diagnostics[-3:]]
+    q_moving = list(station.q)
+    answer = station.call(Trigger, "capture_goal", Trigger.Request())       # no goal change meanwhile
+    assert not answer.success and "calibration (~/calibrate) is running" in answer.message, answer.message
+    answer = station.call(SetBool, "enable", SetBool.Request(data=False))
+    t_stop = time.monotonic()
+    assert answer.success and "holding" in answer.message, answer.message
+    assert wait_for(future.done, 10.0), "~/calibrate did not answer after ~/enable false"
+    answer = future.result()
+    assert not answer.success and "calibration failed" in answer.message and "disabled by ~/enable" in answer.message
+    assert time.monotonic() - t_stop < 5.0
+    assert node._loop.running and node._loop.state.value == "holding" and node._loop.planner.has_goal
+    assert not progress("calibrating: move 30/30") and np.abs(np.subtract(station.q, q_moving)).max() < 0.1
+    time.sleep(0.5)
+    t1 = time.monotonic()
+    time.sleep(0.5)
+    held = [m.points[0].positions for m in station.commands_since(t1)]
+    assert held and np.allclose(held, held[0], atol=1e-9)                    # the node's loop holds the arm
+    assert not (tmp_path / "cal").exists()
+    node.trigger_deactivate()
+    node.trigger_cleanup()
+
+
 def test_gripper_action_without_control_msgs_falls_back_to_the_topic(setup):
     from vjepa2_ros.nodes.planner_node import import_gripper_command
     if import_gripper_command() is not None:

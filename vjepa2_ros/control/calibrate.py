@@ -280,12 +280,17 @@ class LiveCalibration:
         self._stopped: str | None = None
         self._restart = True
 
-    def hold(self, reason: str, restart: bool = True) -> None:
-        """Stop the moves at once (the move loop brakes and holds); `run` then fails with the reason."""
+    def hold(self, reason: str, restart: bool = True, wait_s: float = 0.0) -> None:
+        """Stop the moves at once (the move loop brakes and holds); `run` then fails with the reason.
+        restart False: the first loop stays stopped afterwards. wait_s: wait up to this long for the
+        move loop's braking to end (its threads stopped)."""
         with self._lock:
             self._stopped = self._stopped or reason
             self._restart = self._restart and restart
         self.move_loop.hold(reason)
+        deadline = time.monotonic() + wait_s
+        while self.move_loop.running and time.monotonic() < deadline:
+            time.sleep(POLL_S)
 
     def _say(self, text: str) -> None:
         if self.progress is not None:

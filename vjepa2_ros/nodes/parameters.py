@@ -23,6 +23,8 @@ CAMERA_TRANSPORTS = ("raw", "compressed")
 GRIPPER_INTERFACES = ("action", "topic", "none")
 GRIPPER_DEFAULT = "action"       # lab.launch.py's `gripper` default is the same (test_nodes_static checks)
 SECTIONS = ("model", "planning", "safety", "control")
+CALIBRATION = "calibration"                          # the node's ~/calibrate parameters: calibration.*
+CALIBRATION_OUT_DIR = "~/.ros/vjepa2_calibration"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,16 @@ NODE_PARAMETERS = (
     ParameterSpec("goal_image_path", "", "an image file that becomes the goal when set (checked on set)."),
     ParameterSpec("goal_sequence", None, "a list of image files: sub-goals in order (checked on set); the "
                   "planner advances by control.goal_advance_after_steps / goal_advance_below_energy."),
+    # ~/calibrate (control.calibrate.CalibrationConfig; checked on set, read at each call)
+    ParameterSpec("calibration.moves", 12, "~/calibrate: random end-effector moves (at least 3; 10-20 is plenty)."),
+    ParameterSpec("calibration.step_m", 0.04, "~/calibrate: length of each move (m, 0.005 to 0.075)."),
+    ParameterSpec("calibration.samples", 128, "~/calibrate: CEM samples per inferred move."),
+    ParameterSpec("calibration.iterations", 6, "~/calibrate: CEM iterations per inferred move."),
+    ParameterSpec("calibration.fit", "scan", "~/calibrate: the estimate that becomes the action frame: scan (the "
+                  "pooled yaw scan), yaw or full (Kabsch on the per-move inferences)."),
+    ParameterSpec("calibration.seed", 0, "~/calibrate: seeds the moves and the inference."),
+    ParameterSpec("calibration.out_dir", CALIBRATION_OUT_DIR, "~/calibrate: each call writes a calibrate-<UTC time> "
+                  "folder here (action_frame.yaml, stack.yaml, calibration.json, calibration.png); ~ is expanded."),
 )
 NODE_PARAMETER_NAMES = frozenset(p.name for p in NODE_PARAMETERS)
 
@@ -101,6 +113,18 @@ def stack_config(values: dict[str, Any]):
         if any(other.startswith(name + ".") for other in flat):
             del flat[name]
     return StackConfig.from_flat_dict(flat)
+
+
+def calibration_config(values: dict[str, Any]):
+    """The calibration.* parameter values {dotted name: value} -> a checked CalibrationConfig
+    (ConfigError names a bad value); calibration.out_dir is not part of it."""
+    from vjepa2_ros.control.calibrate import CalibrationConfig
+    fields = {name.split(".", 1)[1]: value for name, value in values.items()
+              if name.startswith(CALIBRATION + ".") and name != f"{CALIBRATION}.out_dir"}
+    try:
+        return CalibrationConfig(**fields)
+    except TypeError as e:                              # a name CalibrationConfig does not have
+        raise ConfigError(f"calibration parameters: {e}") from None
 
 
 def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:

@@ -9,7 +9,7 @@
 
 Inputs: camera/image (sensor_msgs/Image, or CompressedImage on camera/image/compressed),
 joint_states (sensor_msgs/JointState, ordered by the arm's joint names), ~/goal_image (Image).
-Services: ~/capture_goal, ~/clear_goal (std_srvs/Trigger), ~/enable (std_srvs/SetBool).
+Services: ~/capture_goal, ~/clear_goal, ~/calibrate (std_srvs/Trigger), ~/enable (std_srvs/SetBool).
 Outputs: joint_trajectory (trajectory_msgs/JointTrajectory) or commands (Float64MultiArray),
 gripper_action (control_msgs/GripperCommand) or gripper_command (Float64), ~/joint_targets,
 ~/planned_action, ~/energy, /diagnostics; with franky also joint_states and ~/flange_pose.
@@ -18,10 +18,13 @@ Topic names below are relative: remap them (launch/lab.launch.py does). See docs
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import signal
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -37,9 +40,9 @@ from std_msgs.msg import Float64, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from vjepa2_ros.errors import EngineError, Vjepa2RosError
-from vjepa2_ros.nodes.parameters import (CAMERA_TRANSPORTS, COMMAND_INTERFACES, GRIPPER_INTERFACES,
-                                         NODE_PARAMETERS, SECTIONS, ParameterSpec,
+from vjepa2_ros.errors import ConfigError, EngineError, Vjepa2RosError
+from vjepa2_ros.nodes.parameters import (CALIBRATION, CAMERA_TRANSPORTS, COMMAND_INTERFACES, GRIPPER_INTERFACES,
+                                         NODE_PARAMETERS, SECTIONS, ParameterSpec, calibration_config,
                                          check_choice, schema_parameters, stack_config)
 from vjepa2_ros.nodes.process import run_node
 
@@ -110,6 +113,8 @@ class PlannerNode(Node):
         self._publishers_: dict[str, Any] = {}
         self._gripper_client = None                         # rclpy ActionClient (gripper action)
         self._gripper_interface = "none"                    # in effect after configure: action, topic or none
+        self._calibration = None                            # control.calibrate.LiveCalibration while ~/calibrate runs
+        self._calibration_text = ""                         # its progress, then its result (diagnostics)
         super().__init__(node_name, automatically_declare_parameters_from_overrides=True, **kwargs)
 
         self._declare_parameters()
@@ -119,9 +124,11 @@ class PlannerNode(Node):
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self._planning_group = MutuallyExclusiveCallbackGroup()    # goal encoding runs the model
         self._safety_group = MutuallyExclusiveCallbackGroup()      # ~/enable: hold is never queued behind a goal
+        self._calibration_group = MutuallyExclusiveCallbackGroup()  # ~/calibrate takes a while: nothing waits on it
         self.create_service(Trigger, "~/capture_goal", self._capture_goal, callback_group=self._planning_group)
         self.create_service(Trigger, "~/clear_goal", self._clear_goal, callback_group=self._planning_group)
         self.create_service(SetBool, "~/enable", self._enable, callback_group=self._safety_group)
+        self.create_service(Trigger, "~/calibrate", self._calibrate, callback_group=self._calibration_group)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, OUTPUT_QOS)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, callback_group=self._safety_group)
 
@@ -153,6 +160,8 @@ class PlannerNode(Node):
         try:
             if any(name.split(".")[0] in SECTIONS for name in changed):
                 stack_config(self._schema_values(changed))
+            if any(name.split(".")[0] == CALIBRATION for name in changed):
+                calibration_config({**self._calibration_values(), **changed})
             for name, allowed in (("command_interface", COMMAND_INTERFACES),
                                   ("camera_transport", CAMERA_TRANSPORTS), ("gripper", GRIPPER_INTERFACES)):
                 if name in changed:
@@ -165,10 +174,15 @@ class PlannerNode(Node):
             return SetParametersResult(successful=False, reason=str(e))
         return SetParametersResult(successful=True)
 
+    def _calibration_values(self) -> dict[str, Any]:
+        return {f"{CALIBRATION}.{name}": p.value for name, p in self.get_parameters_by_prefix(CALIBRATION).items()}
+
     def _set_goal_files(self, paths: list[str]) -> None:
         """Check the files; with a configured loop they become the goal(s) at once."""
         from vjepa2_ros.control.loop import read_image
         images = [read_image(p) for p in paths]              # ConfigError names a bad file
+        if self._loop is not None and self._calibration is not None:
+            raise ConfigError("a calibration (~/calibrate) is running: set the goal after it")
         if self._loop is not None:
             if len(images) == 1:
                 self._loop.set_goal_image(images[0])
@@ -208,6 +222,7 @@ class PlannerNode(Node):
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         with self._start_lock:
             self._start_pending = False
+        self._stop_calibration("deactivating")
         self._loop.stop()                                    # hold, brake, stop the threads
         self._lifecycle = "inactive"
         self.get_logger().info("deactivated: holding, no more commands")
@@ -324,6 +339,7 @@ class PlannerNode(Node):
             self._start_pending = False
         self._lifecycle = "unconfigured"
         self._input_errors = {}
+        self._stop_calibration("releasing the arm")
         loop, backend, planner = self._loop, self._backend, self._planner
         self._loop = self._backend = self._planner = self._camera = None
         if loop is not None:
@@ -401,6 +417,9 @@ class PlannerNode(Node):
 
     def _on_goal_image(self, msg: Image) -> None:
         from vjepa2_ros.data.bags import image_msg_to_rgb
+        if self._calibration is not None:
+            self._input_error("goal_image", "ignored: a calibration (~/calibrate) is running; publish it after")
+            return
         try:
             self._loop.set_goal_image(image_msg_to_rgb(msg))
             self.get_logger().info(f"goal image received on {GOAL_IMAGE_TOPIC}: {self._status_text()}")
@@ -416,6 +435,9 @@ class PlannerNode(Node):
         loop = self._loop
         if loop is not None and source in ARM_INPUTS:
             loop.hold(f"{source} message rejected: {text}")
+            calibration = self._calibration
+            if calibration is not None:
+                calibration.hold(f"{source} message rejected: {text}")
         if time.monotonic() - self._last_diag_s > 0.1:
             self._publish_diagnostics()
 
@@ -428,11 +450,12 @@ class PlannerNode(Node):
 
     def _capture_goal(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self._run(lambda: self._loop.set_goal_from_camera(),
-                                                       "goal set from the current camera frame")
+                                                       "goal set from the current camera frame", calibrating=False)
         return response
 
     def _clear_goal(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        response.success, response.message = self._run(lambda: self._loop.clear_goal(), "goal cleared")
+        response.success, response.message = self._run(lambda: self._loop.clear_goal(), "goal cleared",
+                                                       calibrating=False)
         return response
 
     def _enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
@@ -441,20 +464,96 @@ class PlannerNode(Node):
         def enable() -> None:
             if not request.data:
                 self._loop.hold("disabled by ~/enable")
+                self._stop_calibration("disabled by ~/enable", restart=True)
             elif self._loop.state is LoopState.FAULT:
                 self._loop.resume()                          # the explicit way out of a fault
             else:
                 self._loop.activate()
-        response.success, response.message = self._run(enable, "enabled" if request.data else "holding")
+        response.success, response.message = self._run(enable, "enabled" if request.data else "holding",
+                                                       calibrating=not request.data)
         return response
 
-    def _run(self, action, done: str) -> tuple[bool, str]:
-        """Run a loop call for a service: (success, message naming the resulting state)."""
+    def _stop_calibration(self, reason: str, restart: bool = False) -> None:
+        """Stop a calibration's moves at once: they brake and hold. restart: the node's loop takes
+        the arm back, holding (~/enable false); else it stays stopped (deactivate, cleanup), and
+        this waits for the braking to end, so no command follows."""
+        calibration = self._calibration
+        if calibration is not None:
+            calibration.hold(reason, restart=restart, wait_s=0.0 if restart else 5.0)
+
+    def _calibrate(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """~/calibrate: the camera calibration on the arm (control.calibrate.LiveCalibration); the
+        frame is applied to the planner and saved; the arm holds afterwards, its goal kept."""
+        response.success, response.message = self._run(self._calibrate_now, "", calibrating=False)
+        return response
+
+    def _calibrate_now(self) -> str:
+        from vjepa2_ros.control.calibrate import LiveCalibration, describe_result
+        if self._lifecycle != "active":
+            raise ConfigError(f"calibration needs the node active (lifecycle state {self._lifecycle}); run: "
+                              f"ros2 lifecycle set {self.get_fully_qualified_name()} activate")
+        if self._cfg.control.dry_run:
+            raise ConfigError("calibration moves the arm, and control.dry_run is true: set control.dry_run false "
+                              "(cleanup, configure, activate) to calibrate")
+        cfg = calibration_config(self._calibration_values())
+        out = Path(str(self.get_parameter(f"{CALIBRATION}.out_dir").value or ".")).expanduser() / \
+            time.strftime("calibrate-%Y%m%d-%H%M%S", time.gmtime())
+        with self._start_lock:                              # vs deactivate / cleanup
+            if self._calibration is not None:
+                raise ConfigError("a calibration is already running")
+            if self._lifecycle != "active" or self._start_pending:
+                raise ConfigError("the control loop has not started yet: it starts with the first joint state "
+                                  "and camera frame")
+            calibration = self._calibration = LiveCalibration(self._loop, cfg, progress=self._calibration_progress)
+        try:
+            self._calibration_progress(f"{cfg.moves} moves of {100 * cfg.step_m:.1f} cm")
+            result = calibration.run(out)
+        except Vjepa2RosError as e:
+            self._calibration_text = f"failed: {e}"
+            raise Vjepa2RosError(f"calibration failed: {e}; the arm holds") from e
+        except Exception as e:
+            self._calibration_text = f"failed: {type(e).__name__}: {e}"
+            raise
+        finally:
+            with self._start_lock:
+                self._calibration = None
+            self._publish_diagnostics()
+        frame, center = list(result.action_frame), [float(v) for v in result.center_m]
+        self._cfg = dataclasses.replace(self._cfg, planning=dataclasses.replace(
+            self._cfg.planning, action_frame=tuple(frame), action_frame_center_m=tuple(center)))
+        self._apply_frame_parameters(frame, center)
+        self._calibration_text = f"done: {describe_result(result, cfg)}; written to {out}"
+        self._publish_diagnostics()
+        return (f"calibrated: {describe_result(result, cfg)}; the planner plans in this frame now; written to "
+                f"{out / 'action_frame.yaml'} (with stack.yaml, calibration.json, calibration.png); the arm "
+                f"holds, ~/enable true goes on")
+
+    def _apply_frame_parameters(self, frame: list[float], center: list[float]) -> None:
+        """planning.action_frame / action_frame_center_m, so a later configure keeps the frame."""
+        from rclpy.parameter import Parameter
+        results = self.set_parameters([Parameter("planning.action_frame", value=frame),
+                                       Parameter("planning.action_frame_center_m", value=center)])
+        failed = [r.reason for r in results if not r.successful]
+        if failed:                                          # applied to the planner and written, but not kept
+            self.get_logger().warning(f"calibration: the planning.action_frame parameters were not set: {failed}")
+
+    def _calibration_progress(self, text: str) -> None:
+        """LiveCalibration's progress line: logged and on /diagnostics at once."""
+        self._calibration_text = f"calibrating: {text}"
+        self.get_logger().info(f"calibrate: {text}")
+        self._publish_diagnostics()
+
+    def _run(self, action, done: str, calibrating: bool = True) -> tuple[bool, str]:
+        """Run a loop call for a service: (success, message naming the resulting state); with
+        calibrating False, refused while ~/calibrate runs. `action` may return the message itself."""
         problem = self._require_loop()
         if problem:
             return False, problem
+        if not calibrating and self._calibration is not None:
+            return False, ("a calibration (~/calibrate) is running: try again after it; ~/enable false stops it "
+                           f"({self._calibration_text})")
         try:
-            action()
+            done = action() or done
         except Vjepa2RosError as e:
             return False, f"{e} ({self._status_text()})"
         except Exception as e:                           # a bug: say so, never end the executor thread
@@ -555,13 +654,21 @@ class PlannerNode(Node):
                 values["joint_state_age_s"] = f"{now - self._backend.read_state().stamp_s:.3f}"
             except Exception as e:                           # no state yet, or the arm's I/O failed
                 values["joint_state_age_s"] = f"unavailable: {e}"
+            values["action_frame"] = json.dumps(_frame_value(self._cfg.planning.action_frame))
             plan = loop.last_plan
             if plan is not None:
                 values["plan_ms"] = f"{plan.get('plan_ms', float('nan')):.1f}"
                 values["energy"] = str(plan.get("energy", "none"))
                 if plan.get("error"):
                     values["last_plan_error"] = plan["error"]
+                cem = plan.get("diagnostics", {}).get("cem", {})
+                if "action_frame" in cem:                    # the frame the planner planned in (its process's)
+                    values["plan_action_frame"] = json.dumps(_frame_value(cem["action_frame"]))
+            if self._calibration_text:
+                values["calibration"] = self._calibration_text
             message = f"{loop.state.value}: {loop.reason}"
+            if self._calibration is not None:
+                message = f"{self._calibration_text} | {message}"
             if loop.state is LoopState.FAULT:
                 level = DiagnosticStatus.ERROR
             elif loop.state is LoopState.HOLDING or self._cfg.control.dry_run:
@@ -576,6 +683,11 @@ class PlannerNode(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
+
+
+def _frame_value(frame: Any) -> list[float] | None:
+    """An action frame (9 numbers or None) for /diagnostics, as JSON: null is the robot's frame."""
+    return None if frame is None else [round(float(v), 9) for v in frame]
 
 
 def _with_positions(msg: JointState, position) -> JointState:
