@@ -377,7 +377,8 @@ class Soak:
         cfg.out.mkdir(parents=True, exist_ok=True)
         self.session = SoakSession(self.domain)
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C ends the soak with its report
+            signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C ends the soak with its report,
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # and so does kill: never orphan the station
         self.station = rs.start_station(self.env, cfg.out)
         params = {"control.plan_timeout_s": cfg.plan_timeout_s, **cfg.planner_parameters}
         self.node_parameters = {**rs.sim_model_parameters(), **params}
