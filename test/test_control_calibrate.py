@@ -101,6 +101,27 @@ def test_the_recording_is_checked_before_any_inference():
         CalibrationConfig(samples=1)
 
 
+def test_live_moves_record_an_observation_only_once_the_arm_has_settled_on_the_target():
+    """A delayed joint state (or a lagging controller) must not be measured as the move's end."""
+    from vjepa2_ros.control.calibrate import ScriptedMoves
+    from vjepa2_ros.errors import PlanningError
+    moves = ScriptedMoves(SHORT, arrive_tol_m=0.005, settle=2, max_waits=3)
+    frame, p0 = np.zeros((64, 64, 3), np.uint8), np.array([0.45, 0.0, 0.3, np.pi, 0.0, 0.0, 0.0])
+    d = moves.plan(frame, p0).action[:3]                                   # move 1, recorded at p0
+    assert len(moves.poses) == 1 and np.linalg.norm(d) == pytest.approx(SHORT.step_m)
+    again = moves.plan(frame, p0)                                          # the state has not moved yet:
+    np.testing.assert_allclose(again.action[:3], d)                        # the same target, nothing recorded
+    arrived = p0.copy()
+    arrived[:3] += d + 0.002
+    assert np.abs(moves.plan(frame, arrived).action[:3]).max() < 0.003 and len(moves.poses) == 1   # settling
+    moves.plan(frame, arrived)                                             # settled twice: recorded, move 2
+    assert len(moves.poses) == 2 and len(moves.commanded) == 2
+    for _ in range(3):
+        moves.plan(frame, arrived)                                         # move 2 never arrives
+    with pytest.raises(PlanningError, match="did not settle on move 2"):
+        moves.plan(frame, arrived)
+
+
 def test_the_planner_process_calibrates_as_inline_and_its_frame_survives_a_restart():
     """infer_calibration in the child (PlannerProcess.calibrate) = here; set_action_frame on the
     running process = the frame given by the config, also after a restart."""

@@ -46,6 +46,7 @@ from vjepa2_ros.planning.planner import PlanResult
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "sim_demo.yaml"
 FITS = ("scan", "yaw", "full")
 POLL_S = 0.02                      # LiveCalibration: how often the waiting thread looks at the moves
+ARRIVE_TOL_M = 0.005               # LiveCalibration: a move is done once the measured position is this close
 Progress = Callable[[str], None]   # one line of progress ("move 2/12", "inference: move 1/12: ...")
 
 
@@ -87,15 +88,26 @@ def camera_yaw_overrides(yaw_deg: float, pos_m: tuple[float, float, float] = (1.
 
 class ScriptedMoves:
     """Planner stand-in for the control loop: records what each planning step saw (frame, pose)
-    and returns the next scripted move; after the last move one more observation, then no goal."""
+    and returns the next scripted move; after the last move one more observation, then no goal.
 
-    def __init__(self, cfg: CalibrationConfig) -> None:
+    arrive_tol_m (real time): an observation is recorded only once the measured position is within
+    this of the last move's target on `settle` planning steps in a row (a lagging controller or a
+    delayed joint state would otherwise be measured before the move); meanwhile each step asks
+    for the same target again (no motion). More than max_waits such steps: PlanningError (a fault).
+    None (simulated time): every planning step is recorded.
+    """
+
+    def __init__(self, cfg: CalibrationConfig, arrive_tol_m: float | None = None, settle: int = 2,
+                 max_waits: int = 40) -> None:
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed)
         self.frames: list[np.ndarray] = []
         self.poses: list[np.ndarray] = []
         self.commanded: list[np.ndarray] = []
         self.start: np.ndarray | None = None
+        self.arrive_tol_m, self.settle, self.max_waits = arrive_tol_m, settle, max_waits
+        self.target: np.ndarray | None = None             # where the last move should take the arm
+        self._on_target = self._waits = 0
 
     @property
     def has_goal(self) -> bool:
@@ -108,16 +120,39 @@ class ScriptedMoves:
         d[out] = -d[out]                                   # turn back into the box
         return d
 
+    def _wait(self, pose: np.ndarray) -> PlanResult | None:
+        """The same target again while the arm has not settled on it; None once it has."""
+        if self.arrive_tol_m is None or self.target is None:
+            return None
+        off_m = float(np.linalg.norm(pose[:3] - self.target))
+        self._on_target = self._on_target + 1 if off_m <= self.arrive_tol_m else 0
+        if self._on_target >= self.settle:
+            return None
+        self._waits += 1
+        if self._waits > self.max_waits:
+            raise PlanningError(f"the arm did not settle on move {len(self.commanded)}'s target within "
+                                f"{self.arrive_tol_m * 100:.1f} cm: {off_m * 100:.2f} cm away after {self._waits - 1} "
+                                "steps")
+        action = np.zeros(7)
+        action[:3] = self.target - pose[:3]                 # the target it was sent to, measured from here
+        return PlanResult(action=action, plan=action[None].copy(), energy=0.0,
+                          diagnostics={"scripted": True, "waiting_m": off_m})
+
     def plan(self, frame: np.ndarray, pose: np.ndarray) -> PlanResult:
         pose = np.array(pose, dtype=np.float64)
+        waiting = self._wait(pose)
+        if waiting is not None:
+            return waiting
         self.frames.append(np.array(frame, copy=True))
         self.poses.append(pose)
         if self.start is None:
             self.start = pose[:3].copy()
         action = np.zeros(7)
+        self.target, self._on_target, self._waits = None, 0, 0
         if len(self.poses) <= self.cfg.moves:
             action[:3] = self._next_move(pose[:3])
             self.commanded.append(action[:3].copy())
+            self.target = pose[:3] + action[:3]
         return PlanResult(action=action, plan=action[None].copy(), energy=0.0, diagnostics={"scripted": True})
 
 
@@ -249,7 +284,8 @@ class LiveCalibration:
 
     `run(out)`: the loop stops (hold, brake, its threads end); the scripted moves run in blocking
     mode through a second ControlLoop on the same backend, camera, clock and publish hook, started
-    in real time, until the last move is done, a fault, a hold or a time cap; the first loop is
+    in real time (each observation once the measured position has settled on the move's target:
+    ScriptedMoves' arrive_tol_m), until the last move is done, a fault, a hold or a time cap; the first loop is
     given back resynced at the measured joints and holding, its goal kept (a failure leaves it so
     too); then the inference and the fit on its planner (`infer_on_planner`), the files written
     to `out` (`write_outputs`), and the frame applied to the planner. The arm is never moved by
@@ -270,11 +306,11 @@ class LiveCalibration:
             raise SafetyError(f"the control loop is in a fault ({loop.reason}); leave it first (~/enable true)")
         self.loop, self.cfg = loop, cfg
         self.progress = progress
-        self.moves = ScriptedMoves(cfg)
+        self.moves = ScriptedMoves(cfg, arrive_tol_m=ARRIVE_TOL_M)
         self.move_loop = ControlLoop(stack, self.moves, loop.backend, loop.camera, clock=loop.clock,
                                      publish=loop.publish)
-        # real time on a busy machine: more slack than make_moves' simulated cap
-        self.timeout_s = (cfg.moves + 2) * max(4 * stack.control.model_step_s, 2.0) + 10.0 \
+        # real time on a busy machine (and the settling steps): more slack than make_moves' simulated cap
+        self.timeout_s = (cfg.moves + 2) * max(8 * stack.control.model_step_s, 3.0) + 10.0 \
             if timeout_s is None else float(timeout_s)
         self._lock = threading.Lock()          # hold() vs starting the moves / giving the loop back
         self._stopped: str | None = None
