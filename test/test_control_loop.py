@@ -337,6 +337,17 @@ def test_plan_gripper_action_drives_the_gripper(world_model):
         r.close()
 
 
+def test_a_new_goal_never_lifts_a_hold(rig):
+    run_active(rig)
+    rig.loop.hold("operator hold")
+    rig.loop.set_goal_image(rig.goal)                      # e.g. a goal message while disabled / deactivated
+    rig.loop.run_steps(20)
+    assert rig.loop.state is LoopState.HOLDING and rig.loop.reason == "operator hold"
+    assert np.all(np.diff(rig.q_cmd()[-5:], axis=0) == 0.0), "the arm moved while holding"
+    rig.loop.activate()
+    assert rig.loop.state is LoopState.ACTIVE
+
+
 def test_goal_from_file_and_from_camera(rig, tmp_path):
     path = tmp_path / "goal.png"
     cv2.imwrite(str(path), np.ascontiguousarray(rig.goal[:, :, ::-1]))

@@ -175,7 +175,8 @@ class ControlLoop:
 
     # --- goals ------------------------------------------------------------------------------
     def set_goal_image(self, image: np.ndarray) -> None:
-        """Goal from a uint8 RGB image [H, W, 3]; starts executing (unless in a fault)."""
+        """Goal from a uint8 RGB image [H, W, 3]; starts executing when idle (a hold or a fault
+        stays until activate() / resume(): a goal never lifts a hold)."""
         with self._planner_lock:
             self.planner.set_goal_image(image)
         self._goal_set("goal image set")
@@ -200,7 +201,7 @@ class ControlLoop:
     def _goal_set(self, reason: str) -> None:
         with self._lock:
             self._next_plan_s = -np.inf
-        if self.sm.activate(reason, self.clock()):
+        if self.sm.goal_set(reason, self.clock()):
             self._record_event()
 
     def clear_goal(self) -> None:

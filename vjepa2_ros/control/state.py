@@ -1,14 +1,15 @@
 """The control loop's state machine: idle, active, holding, fault — each with a reason.
 
-    idle ──activate──► active ──hold──► holding ──activate──► active
-      ▲                  │  fault(reason)            │
-      └──── clear ───────┴──────────► fault ◄────────┘
-                                        │ resume() (explicit)
-                                        ▼
-                                 idle / active
+    idle ──activate / goal──► active ──hold──► holding ──activate──► active
+      ▲                         │  fault(reason)            │
+      └──── clear ──────────────┴──────────► fault ◄────────┘
+                                               │ resume() (explicit)
+                                               ▼
+                                        idle / active
 
 `idle`: no goal; the arm is held where it is. `active`: plans are executed. `holding`: the arm is
-held on request (a hold call, dry-run start, or a goal reached). `fault`: something went wrong
+held on request (a hold call, ~/enable false, a deactivated node); a new goal does not lift a
+hold, only activate() / resume() do. `fault`: something went wrong
 (stale data, planner exception, non-finite plan, backend error); the arm is held and only an
 explicit `resume()` leaves this state. Transitions are thread-safe: the command thread, the
 planner thread and the caller all touch the machine.
@@ -70,6 +71,15 @@ class StateMachine:
         """idle/holding -> active. A fault is never left this way; returns whether it changed."""
         with self._lock:
             if self._state in (LoopState.FAULT, LoopState.ACTIVE):
+                return False
+            self._set(LoopState.ACTIVE, reason, stamp_s)
+            return True
+
+    def goal_set(self, reason: str, stamp_s: float) -> bool:
+        """A new goal: idle -> active. A hold and a fault stay (only activate / resume lift them);
+        returns whether it changed."""
+        with self._lock:
+            if self._state is not LoopState.IDLE:
                 return False
             self._set(LoopState.ACTIVE, reason, stamp_s)
             return True
