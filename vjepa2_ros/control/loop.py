@@ -160,9 +160,8 @@ class ControlLoop:
         recover = getattr(self.planner, "recover", None)
         if recover is not None:
             recover()
-        with self._lock:
-            self._resync, self._pending, self._send_blocked = True, None, False
-            self._next_plan_s = -np.inf
+        self.resync()
+        self._send_blocked = False
         self.sm.resume(self.planner.has_goal, self.clock())
         self._record_event()
 
